@@ -1,0 +1,30 @@
+# dfa-ray: every target creates .venv when missing and installs the package into it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# Ray-starting tests run inside a network namespace that has only the loopback interface, so
+# every address Ray binds and dials is 127.0.0.1 (see tests/README.md).
+LOOPBACK_NS := scripts/loopback-ns
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dfa-ray teacher --model resnet20 --data digits --out runs/demo/teacher-resnet20
+
+test: $(STAMP)
+	$(LOOPBACK_NS) $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(LOOPBACK_NS) $(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis runs

@@ -1,0 +1,164 @@
+"""`dfa-ray`: the command line.
+
+Every user mistake ends in one line on stderr and exit code 2 (no traceback); see
+`dfa_ray.errors`. Sub-commands: models, datasets, teacher, search, distill, sweep, report.
+"""
+
+from __future__ import annotations
+
+# torch before ray in every entry point (see ../shared/reference/ray_notes.md): in a
+# loopback-only namespace a process that imports ray first can fail to load libtorch.
+import torch  # noqa: F401  (import order matters)
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from dfa_ray.errors import ConfigError, DfaRayError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """`key=value` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def print_line(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- data and recipe arguments shared by teacher / search / distill --------------------------
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", help="dataset name (see `dfa-ray datasets`; default: digits)")
+    p.add_argument("--data-root", default=None, help="folder of the dataset files (default: the dataset's own)")
+    p.add_argument("--download", action="store_true", help="download the dataset first (connected machines only)")
+    p.add_argument("--data-opt", action="append", metavar="KEY=VALUE",
+                   help="dataset option, e.g. normalization=overhaul for cifar100 (repeatable)")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default=None,
+                   help="training recipe: quick | crd | overhaul (default: quick for digits and synthetic, crd otherwise)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    p.add_argument("--set", dest="recipe_set", action="append", metavar="FIELD=VALUE",
+                   help="override a recipe field, e.g. --set lr=0.1 --set batch_size=128 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the run (recorded with the results)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+
+
+def load_data(args: argparse.Namespace):
+    from dfa_ray.data import load_dataset
+
+    return load_dataset(args.data, root=args.data_root, download=args.download,
+                        **parse_assignments(args.data_opt, "--data-opt"))
+
+
+def resolve_recipe(args: argparse.Namespace):
+    from dfa_ray.engine.recipes import get_recipe
+
+    name = args.recipe or ("quick" if args.data in ("digits", "synthetic") else "crd")
+    overrides = parse_assignments(args.recipe_set, "--set")
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return get_recipe(name, overrides)
+
+
+# -- sub-commands ------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from dfa_ray.models import MODELS, model_summary
+
+    rows = [model_summary(name) for name in MODELS.names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<12} {'params@100':>12}  {'groups (channels x blocks)':<44} {'min px':>6}")
+    for r in rows:
+        groups = ", ".join(f"{g['channels']}x{g['blocks']}" for g in r["groups"])
+        print(f"{r['name']:<12} {r['params']:>12,}  {groups:<44} {r['min_size']:>6}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from dfa_ray.data import dataset_table
+
+    rows = dataset_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        mark = "present" if r["present"] else "missing"
+        print(f"{r['name']:<14} {mark:<8} {str(r['root'] or '(embedded)'):<40} {r['description']}")
+    return 0
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from dfa_ray.engine.teacher import train_teacher
+
+    data = load_data(args)
+    recipe = resolve_recipe(args)
+    log = None if args.quiet else print_line
+    print_line(f"training teacher {args.model} on {data.info.name} ({len(data.train)} train / {len(data.test)} test "
+               f"images), recipe {recipe.name}, {recipe.epochs} epochs, seed {args.seed} -> {args.out}")
+    final = train_teacher(args.model, data, recipe, args.seed, args.out, device=args.device, log=log)
+    print_line(f"teacher {args.model}: test accuracy {final['test_acc_last']:.2f}% (last epoch), "
+               f"{final['test_acc_best']:.2f}% (best validation epoch {final['best_epoch']}); saved in {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dfa-ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("datasets", help="list the datasets, where each is looked for and whether it is present")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_datasets)
+
+    p = sub.add_parser("teacher", help="train one teacher without Ray")
+    p.add_argument("--model", required=True, help="architecture (see `dfa-ray models`)")
+    add_data_args(p)
+    add_run_args(p)
+    p.add_argument("--out", required=True, help="folder for checkpoint.pt and metrics.json")
+    p.set_defaults(handler=cmd_teacher)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Later layers (search, distill, sweep, report) add their sub-commands here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DfaRayError as exc:
+        print(f"dfa-ray {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dfa-ray {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Train a teacher (or any classifier) alone, and save / load it as a teacher folder.
+
+A teacher folder holds `checkpoint.pt` (the full training state while it trains; at the end
+also the final weights and what they are: model, classes, channels, dataset, recipe, seed)
+and `metrics.json` (history and final numbers, versions, machine). `load_teacher` accepts the
+folder or the checkpoint file in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfa_ray.data import Dataset
+from dfa_ray.engine.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from dfa_ray.engine.recipes import Recipe
+from dfa_ray.engine.runtime import FastPath, seed_everything
+from dfa_ray.engine.training import Logger, PlainClassifier, TrainingRun
+from dfa_ray.errors import CheckpointError, ConfigError
+from dfa_ray.models import GroupedModel, create_model, MODELS
+
+CHECKPOINT_KIND = "dfa-ray/teacher"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+
+
+def teacher_meta(model_name: str, data: Dataset, recipe: Recipe, seed: int) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "num_classes": data.info.num_classes,
+        "in_channels": data.info.in_channels,
+        "image_size": data.info.image_size,
+        "dataset": data.info.name,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+    }
+
+
+def fingerprint(meta: dict[str, Any]) -> str:
+    """Identity of a teacher: architecture, dataset, recipe and seed (what the store keys on)."""
+    key = {k: meta[k] for k in ("model", "dataset", "num_classes", "in_channels", "recipe", "seed")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_teacher_run(
+    model_name: str,
+    data: Dataset,
+    recipe: Recipe,
+    seed: int,
+    device: str | torch.device = "auto",
+    fast: FastPath = FastPath(),
+    log: Logger | None = None,
+) -> TrainingRun:
+    """Seed, build the network, wrap it as a plain classification task."""
+    seed_everything(seed)
+    model = create_model(model_name, num_classes=data.info.num_classes, in_channels=data.info.in_channels)
+    _check_size(model, model_name, data.info.image_size)
+    return TrainingRun(PlainClassifier(model), data, recipe, seed, lr=recipe.lr_for(model_name),
+                       device=device, fast=fast, log=log, label=f"teacher {model_name}")
+
+
+def _check_size(model: GroupedModel, name: str, image_size: int) -> None:
+    if image_size < model.min_size:
+        raise ConfigError(f"model {name!r} needs inputs of at least {model.min_size} px; the dataset's images are "
+                          f"{image_size} px: choose another model or dataset")
+
+
+def save_teacher_state(out_dir: str | Path, run: TrainingRun, meta: dict[str, Any]) -> Path:
+    """Write the training state (every epoch) and, once done, the final weights and metrics."""
+    out_dir = Path(out_dir)
+    state = {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "meta": meta, "run": run.state_dict()}
+    if run.done:
+        state["model"] = {k: v.detach().cpu() for k, v in run.student.state_dict().items()}
+    path = out_dir / CHECKPOINT_NAME
+    save_checkpoint(path, state)
+    atomic_write_json(out_dir / METRICS_NAME, {
+        **meta, "fingerprint": fingerprint(meta), "history": run.history, "final": run.final,
+        "machine": run.machine(), "finished": run.done,
+    })
+    return path
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no teacher checkpoint at {path}: pass the folder written by `dfa-ray teacher` "
+                              f"or the {CHECKPOINT_NAME} file in it")
+    return path
+
+
+def read_teacher_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    path = resolve_checkpoint_path(path)
+    state = load_checkpoint(path)
+    if state.get("kind") != CHECKPOINT_KIND or not isinstance(state.get("meta"), dict):
+        raise CheckpointError(f"{path} is not a dfa-ray teacher checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}; this dfa-ray reads "
+                              f"version {CHECKPOINT_VERSION}")
+    return path, state
+
+
+def load_teacher(
+    path: str | Path,
+    data: Dataset | None = None,
+    expect_model: str | None = None,
+) -> tuple[GroupedModel, dict[str, Any]]:
+    """The finished teacher's network (eval mode, frozen) and its meta data.
+
+    Checks that it finished, that its architecture is the one expected, and that its class
+    count and input channels match the dataset it will teach on.
+    """
+    path, state = read_teacher_checkpoint(path)
+    meta = state["meta"]
+    if "model" not in state:
+        raise CheckpointError(f"teacher {path} has not finished training (epoch {state['run']['epoch']} of "
+                              f"{meta['recipe']['epochs']}); run the same `dfa-ray teacher` command again to finish it")
+    if meta["model"] not in MODELS:
+        raise CheckpointError(f"teacher {path} is a {meta['model']!r}, which this dfa-ray does not know")
+    if expect_model is not None and meta["model"] != expect_model:
+        raise CheckpointError(f"teacher {path} is a {meta['model']!r}, not the expected {expect_model!r}")
+    if data is not None:
+        if meta["num_classes"] != data.info.num_classes:
+            raise CheckpointError(f"teacher {path} was trained for {meta['num_classes']} classes ({meta['dataset']}); "
+                                  f"dataset {data.info.name!r} has {data.info.num_classes}")
+        if meta["in_channels"] != data.info.in_channels:
+            raise CheckpointError(f"teacher {path} takes {meta['in_channels']} input channels; dataset "
+                                  f"{data.info.name!r} has {data.info.in_channels}")
+    model = create_model(meta["model"], num_classes=meta["num_classes"], in_channels=meta["in_channels"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"teacher {path}: weights do not fit a {meta['model']!r} "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+    freeze(model)
+    return model, meta
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def train_teacher(
+    model_name: str,
+    data: Dataset,
+    recipe: Recipe,
+    seed: int,
+    out_dir: str | Path,
+    device: str | torch.device = "auto",
+    fast: FastPath = FastPath(),
+    log: Logger | None = None,
+) -> dict:
+    """Train (or continue training) a teacher into `out_dir`; returns the final metrics.
+
+    Running the same command again continues from the checkpoint of the last finished
+    epoch; a folder holding a different teacher is refused rather than overwritten.
+    """
+    meta = teacher_meta(model_name, data, recipe, seed)
+    run = build_teacher_run(model_name, data, recipe, seed, device=device, fast=fast, log=log)
+    path = Path(out_dir) / CHECKPOINT_NAME
+    if path.exists():
+        _, state = read_teacher_checkpoint(path)
+        if fingerprint(state["meta"]) != fingerprint(meta):
+            raise CheckpointError(f"{out_dir} already holds a different teacher ({state['meta']['model']} on "
+                                  f"{state['meta']['dataset']}, seed {state['meta']['seed']}); choose another --out")
+        run.load_state_dict(state["run"])
+        if log:
+            log(f"[teacher {model_name}] resuming from {path} after epoch {run.epoch}")
+    while not run.done:
+        run.step()
+        save_teacher_state(out_dir, run, meta)
+    assert run.final is not None
+    return run.final

@@ -1,0 +1,271 @@
+"""The epoch loop shared by teacher training and distillation, steppable one epoch at a time.
+
+A *task* is an `nn.Module` with the distiller contract (STYLE.md, item 5):
+`forward_train(x, y) -> (logits, {name: weighted loss})`, an attribute `student` (the network
+that is evaluated and kept) and `trainable_parameters()`. A plain classifier is the task
+`PlainClassifier(model)`. One `step()` trains one epoch, evaluates on the held-out validation
+split and returns the epoch's metrics; it is what a Ray Trainable calls. Model selection
+uses the validation split only; the test split is evaluated once, after the last epoch, on
+the last weights and on the weights of the best validation epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfa_ray.data import Dataset, DeviceLoader, holdout_split
+from dfa_ray.engine.evaluate import evaluate
+from dfa_ray.engine.recipes import Recipe
+from dfa_ray.engine.runtime import FastPath, autocast, machine_info, resolve_device
+from dfa_ray.engine.checkpoint import capture_rng_state, restore_rng_state
+from dfa_ray.errors import DfaRayError
+
+Logger = Callable[[str], None]
+
+
+class NonFiniteLossError(DfaRayError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+    def __init__(self, epoch: int, losses: dict[str, float]) -> None:
+        self.epoch = epoch
+        self.losses = losses
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        super().__init__(
+            f"the training loss became non-finite in epoch {epoch} ({shown}); "
+            "lower the learning rate or the loss weights"
+        )
+
+
+class PlainClassifier(nn.Module):
+    """The task of training a network alone with cross-entropy (teachers, vanilla students)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.student = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.student(x)
+        return logits, {"loss_ce": F.cross_entropy(logits, y)}
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return self.student.parameters()
+
+
+@dataclass
+class Loaders:
+    train: DeviceLoader
+    val: DeviceLoader | None
+    test: DeviceLoader
+
+
+def make_loaders(
+    data: Dataset, recipe: Recipe, seed: int, device: torch.device, channels_last: bool = False
+) -> Loaders:
+    """Split the training set into train / held-out validation (seeded by the recipe's
+    split_seed, so every trial of a study shares one validation split) and put each part on
+    the device."""
+    info = data.info
+    padding = info.crop_padding if recipe.padding is None else recipe.padding
+    if recipe.holdout_fraction > 0:
+        train_part, val_part = holdout_split(data.train, recipe.holdout_fraction, recipe.split_seed)
+    else:
+        train_part, val_part = data.train, None
+    common = dict(mean=info.mean, std=info.std, device=device, channels_last=channels_last)
+    train = DeviceLoader(train_part, batch_size=recipe.batch_size, train=True, padding=padding,
+                         flip=recipe.flip, seed=seed, **common)
+    val = (DeviceLoader(val_part, batch_size=recipe.eval_batch_size, train=False, **common)
+           if val_part is not None and len(val_part) > 0 else None)
+    test = DeviceLoader(data.test, batch_size=recipe.eval_batch_size, train=False, **common)
+    return Loaders(train, val, test)
+
+
+def build_optimizer(params: Iterable[nn.Parameter], recipe: Recipe, lr: float) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                           weight_decay=recipe.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs, eta_min=recipe.lr_min)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=recipe.milestone_epochs(), gamma=recipe.gamma)
+
+
+class TrainingRun:
+    """Trains `task` for `recipe.epochs` epochs, one `step()` per epoch."""
+
+    def __init__(
+        self,
+        task: nn.Module,
+        data: Dataset,
+        recipe: Recipe,
+        seed: int,
+        lr: float | None = None,
+        device: str | torch.device = "auto",
+        fast: FastPath = FastPath(),
+        log: Logger | None = None,
+        label: str = "train",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.fast = fast.resolved(self.device)
+        self.recipe = recipe
+        self.seed = seed
+        self.log = log
+        self.label = label
+        self.task = task.to(self.device)
+        if self.fast.channels_last:
+            self.task = self.task.to(memory_format=torch.channels_last)
+        if self.fast.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        self.loaders = make_loaders(data, recipe, seed, self.device, bool(self.fast.channels_last))
+        self.optimizer = build_optimizer(self.task.trainable_parameters(), recipe, lr or recipe.lr)
+        self.scheduler = build_scheduler(self.optimizer, recipe)
+        self._forward_train = torch.compile(self.task.forward_train) if self.fast.compile else self.task.forward_train
+        self.epoch = 0  # completed epochs
+        self.history: list[dict] = []
+        self.best: dict | None = None  # {"epoch", "val_acc", "state"} of the best validation epoch
+        self.final: dict | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.recipe.epochs
+
+    @property
+    def student(self) -> nn.Module:
+        return self.task.student
+
+    def step(self) -> dict:
+        """Train one epoch; evaluate; after the last epoch, add the test numbers."""
+        if self.done:
+            raise RuntimeError("the run has already finished all its epochs")
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_metrics = self._train_epoch()
+        train_seconds = time.perf_counter() - start
+        self.scheduler.step()
+        self.epoch += 1
+        metrics: dict = {"epoch": self.epoch, "lr": lr, **train_metrics}
+        metrics["images_per_s"] = self.loaders.train.num_samples / max(train_seconds, 1e-9)
+        if self.loaders.val is not None:
+            val = self._evaluate(self.loaders.val)
+            metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
+            if self.best is None or val["acc"] > self.best["val_acc"]:
+                self.best = {"epoch": self.epoch, "val_acc": val["acc"], "state": _cpu_copy(self.student.state_dict())}
+        if self.done:
+            metrics.update(self._final_test())
+        metrics["seconds"] = time.perf_counter() - start
+        self.history.append(metrics)
+        if self.log:
+            self.log(format_progress(self.label, metrics, self.recipe.epochs))
+        return metrics
+
+    def run(self) -> dict:
+        while not self.done:
+            self.step()
+        assert self.final is not None
+        return self.final
+
+    # -- internals -----------------------------------------------------------------------
+    def _train_epoch(self) -> dict:
+        self.task.train()
+        loader = self.loaders.train
+        loader.set_epoch(self.epoch)
+        sums: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in loader:
+            with autocast(self.device, bool(self.fast.bf16)):
+                logits, losses = self._forward_train(x, y)
+                loss = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            n = y.shape[0]
+            seen += n
+            total += loss.detach().double() * n
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0) + value.detach().double() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+        # One host sync per epoch: a NaN anywhere in the epoch makes the mean NaN.
+        means = {name: (value / max(seen, 1)).item() for name, value in sums.items()}
+        train_loss = total.item() / max(seen, 1)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(self.epoch + 1, {"train_loss": train_loss, **means})
+        return {"train_loss": train_loss, "train_acc": 100.0 * correct.item() / max(seen, 1), **means}
+
+    def _evaluate(self, loader: DeviceLoader) -> dict[str, float]:
+        self.task.eval()
+        return evaluate(self.student, loader, self.device, bool(self.fast.bf16))
+
+    def _final_test(self) -> dict:
+        last = self._evaluate(self.loaders.test)
+        result = {"test_acc_last": last["acc"], "test_top5_last": last["top5"], "test_loss_last": last["loss"]}
+        if self.best is not None:
+            last_state = _cpu_copy(self.student.state_dict())
+            self.student.load_state_dict(self.best["state"])
+            best = self._evaluate(self.loaders.test)
+            self.student.load_state_dict(last_state)
+            result.update(test_acc_best=best["acc"], test_top5_best=best["top5"],
+                          best_epoch=self.best["epoch"], best_val_acc=self.best["val_acc"])
+        else:  # no validation split: "best" is the last epoch
+            result.update(test_acc_best=last["acc"], test_top5_best=last["top5"], best_epoch=self.epoch,
+                          best_val_acc=float("nan"))
+        self.final = {**result, "epochs": self.epoch, "seed": self.seed}
+        return result
+
+    # -- checkpointing ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-for-bit: weights (incl. connectors), optimiser,
+        scheduler, epoch, best-so-far, history and RNG states. The data order needs no state:
+        it is a function of (seed, epoch)."""
+        return {
+            "epoch": self.epoch,
+            "task": _cpu_copy(self.task.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best": self.best,
+            "history": self.history,
+            "final": self.final,
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.task.load_state_dict(state["task"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.best = state["best"]
+        self.history = list(state["history"])
+        self.final = state["final"]
+        restore_rng_state(state["rng"])
+
+    def machine(self) -> dict:
+        return {**machine_info(self.device), "fast_path": self.fast.to_dict()}
+
+
+def _cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
+
+
+def format_progress(label: str, m: dict, epochs: int) -> str:
+    """One line per epoch: what a person watching a long run wants to see."""
+    parts = [f"[{label}] epoch {m['epoch']:>3}/{epochs}", f"lr {m['lr']:.4g}", f"loss {m['train_loss']:.4f}",
+             f"train {m['train_acc']:5.1f}%"]
+    if "val_acc" in m:
+        parts.append(f"val {m['val_acc']:5.1f}%")
+    if "test_acc_last" in m:
+        parts.append(f"test(last) {m['test_acc_last']:5.1f}%  test(best val) {m['test_acc_best']:5.1f}%")
+    parts.append(f"{m['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
