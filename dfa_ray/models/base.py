@@ -13,10 +13,14 @@ blocks and MobileNetV2's linear bottleneck). The tensor that flows into the next
 `forward_from(g, h, preact=True)` accepts such a tensor and applies the missing activation
 of group g's last block before running group g+1 onward, so
 `forward_from(g, forward_groups(x, p)[1][g][-1], p) == forward(x)` for either p.
+A block's `final_act` must not work in place (`nn.ReLU()`, never `nn.ReLU(inplace=True)`):
+`forward_groups` keeps the tensor it is applied to as the pre-activation feature, and
+`forward_from` applies it to the caller's tensor.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +83,25 @@ class GroupedModel(nn.Module):
     @property
     def num_groups(self) -> int:
         return len(self.groups)
+
+    def _declare_groups(self, channels: Sequence[int], strides: Sequence[int]) -> None:
+        """Set `group_info` from the built `groups` and the declared channels and strides.
+
+        Block names are read off the module tree (`groups.<g>.<i>`), so they cannot drift
+        from the blocks that `forward_groups` actually reports.
+        """
+        if not len(channels) == len(strides) == len(self.groups):
+            raise ValueError(
+                f"{len(self.groups)} groups but {len(channels)} channels and {len(strides)} strides"
+            )
+        self.group_info = tuple(
+            GroupInfo(
+                channels=int(c),
+                stride=int(s),
+                block_names=tuple(f"groups.{g}.{i}" for i in range(len(blocks))),
+            )
+            for g, (c, s, blocks) in enumerate(zip(channels, strides, self.groups))
+        )
 
     def _transition(self, g: int, h: torch.Tensor) -> torch.Tensor:
         if self.transitions is None:
