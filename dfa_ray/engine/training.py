@@ -83,7 +83,7 @@ def make_loaders(
         train_part, val_part = data.train, None
     common = dict(mean=info.mean, std=info.std, device=device, channels_last=channels_last)
     train = DeviceLoader(train_part, batch_size=recipe.batch_size, train=True, padding=padding,
-                         flip=recipe.flip, seed=seed, **common)
+                         flip=recipe.flip and info.flip, seed=seed, **common)
     val = (DeviceLoader(val_part, batch_size=recipe.eval_batch_size, train=False, **common)
            if val_part is not None and len(val_part) > 0 else None)
     test = DeviceLoader(data.test, batch_size=recipe.eval_batch_size, train=False, **common)
