@@ -24,39 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfa_ray.data import DeviceLoader, load_dataset  # noqa: E402
 
-NUM_WORKERS = 2
-
-
-class PilArrayDataset(torch.utils.data.Dataset):
-    """uint8 NHWC arrays served as PIL images through a transform (torchvision CIFAR10 style)."""
-
-    def __init__(self, data: np.ndarray, targets: list[int], transform) -> None:
-        self.data, self.targets, self.transform = data, targets, transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.data[index])), self.targets[index]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmarks.common import REFERENCE_WORKERS as NUM_WORKERS, PilArrayDataset, machine, record, sync as _sync  # noqa: E402
 
 
 def time_device_loader(train, info, batch_size, device, batches, warmup) -> float:
@@ -102,22 +80,6 @@ def time_torchvision(train, info, batch_size, device, batches, warmup) -> float:
     return batches * batch_size / elapsed
 
 
-def machine(device: torch.device) -> dict:
-    import torchvision
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "device_name": name,
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -156,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
               "timed_images": {"device_loader": args.images, "torchvision": args.ref_images}, "rounds": args.rounds,
               "results": results, "wall_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(report))
+    print(f"recorded in {record(report, device)}")
     return report
 
 

@@ -13,12 +13,9 @@ import torch  # noqa: F401  (import order matters)
 import argparse
 import json
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from dfa_ray.errors import ConfigError, DfaRayError
-
-Handler = Callable[[argparse.Namespace], int]
-
 
 def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     """`key=value` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
@@ -119,6 +116,87 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_search_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per search option of dfa_method.md (`--gamma-ts 0.5`, `--order 2`, ...)."""
+    from dfa_ray.dfa.options import SearchOptions
+
+    group = p.add_argument_group("search options (reference/dfa_method.md; defaults in brackets)")
+    for field, default in SearchOptions().to_dict().items():
+        group.add_argument(f"--{field.replace('_', '-')}", dest=f"opt_{field}", default=None, metavar="VALUE",
+                           help=f"[{default}]")
+
+
+def search_options_from(args: argparse.Namespace):
+    from dfa_ray.dfa.options import SearchOptions
+
+    raw = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    return SearchOptions.from_dict(parse_assignments([f"{k}={v}" for k, v in raw.items()], "search option"))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from dfa_ray.engine.checkpoint import atomic_write_json
+    from dfa_ray.engine.search import SearchRun
+    from dfa_ray.engine.teacher import load_teacher
+
+    data = load_data(args)
+    options = search_options_from(args)
+    teacher, meta = load_teacher(args.teacher, data)
+    run = SearchRun(teacher, meta["model"], args.student, data, options, args.epochs, args.seed, device=args.device,
+                    log=None if args.quiet else print_line)
+    print_line(f"searching the aggregation for {meta['model']} -> {args.student} on {data.info.name}, "
+               f"{args.epochs} epochs, seed {args.seed}; group pairing:")
+    print_line(str(run.pairing))
+    genotype = run.run()
+    path = genotype.save(args.out)
+    history_path = path.with_suffix(".history.json")
+    atomic_write_json(history_path, {"teacher": meta["model"], "student": args.student, "dataset": data.info.name,
+                                     "seed": args.seed, "options": options.to_dict(), "history": run.history,
+                                     "machine": run.machine()})
+    print_line(f"genotype written to {path} (per-epoch metrics in {history_path}); final alpha:")
+    for group in genotype.groups:
+        weights = ", ".join(f"{c}={w:.3f}" for c, w in zip(group.candidates, group.weights))
+        print_line(f"  student group {group.student_group} <- teacher group {group.teacher_group}: {weights}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from dfa_ray.engine.distill import build_distill_run
+    from dfa_ray.engine.teacher import load_teacher, train_in_folder
+
+    data = load_data(args)
+    recipe = resolve_recipe(args)
+    teacher, tmeta = load_teacher(args.teacher, data)
+    options = parse_assignments(args.opt, "--opt")
+    if args.method == "dfa" and args.genotype is None:
+        raise ConfigError("--method dfa needs --genotype: a file written by `dfa-ray search`, or last | average | random")
+    run = build_distill_run(teacher, tmeta["model"], args.student, data, recipe, args.method, args.seed,
+                            options=options, genotype=args.genotype, device=args.device,
+                            log=None if args.quiet else print_line)
+    meta = {"model": args.student, "teacher": tmeta["model"], "teacher_checkpoint": str(args.teacher),
+            "method": args.method, "options": run.task.config, "genotype": args.genotype,
+            "dataset": data.info.name, "num_classes": data.info.num_classes, "in_channels": data.info.in_channels,
+            "recipe": recipe.to_dict(), "seed": args.seed}
+    print_line(f"distilling {tmeta['model']} -> {args.student} with {args.method} on {data.info.name}, recipe "
+               f"{recipe.name}, {recipe.epochs} epochs, seed {args.seed} -> {args.out}")
+    final = train_in_folder(run, meta, args.out, "dfa-ray/distill", None if args.quiet else print_line)
+    print_line(f"{args.method} {tmeta['model']} -> {args.student}: test accuracy {final['test_acc_last']:.2f}% "
+               f"(last epoch), {final['test_acc_best']:.2f}% (best validation epoch {final['best_epoch']}); "
+               f"saved in {args.out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dfa_ray.spec import load_spec
+
+    spec = load_spec(args.spec, overrides=parse_assignments(args.set, "--set"), storage=args.storage)
+    from dfa_ray.sweep import run_sweep  # imports ray: after the spec is known to be valid
+
+    outcome = run_sweep(spec, address=args.address, log=print_line)
+    print_line(f"results: {outcome.results_dir} (read with dfa_ray.results.load or pandas.read_parquet)")
+    print_line(f"report:  dfa-ray report {outcome.sweep_dir} --out {outcome.sweep_dir / 'report'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfa-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,13 +216,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for checkpoint.pt and metrics.json")
     p.set_defaults(handler=cmd_teacher)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("search", help="stage 1: search the feature aggregation of one pair without Ray")
+    p.add_argument("--teacher", required=True, help="teacher folder (from `dfa-ray teacher`) or its checkpoint.pt")
+    p.add_argument("--student", required=True, help="student architecture")
+    add_data_args(p)
+    p.add_argument("--epochs", type=int, default=6, help="search epochs (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, help="genotype JSON file to write")
+    add_search_option_flags(p)
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("distill", help="stage 2: distil a student with one method without Ray")
+    p.add_argument("--teacher", required=True, help="teacher folder (from `dfa-ray teacher`) or its checkpoint.pt")
+    p.add_argument("--student", required=True, help="student architecture")
+    p.add_argument("--method", required=True, help="vanilla | kd | fitnet | at | dfa")
+    p.add_argument("--genotype", default=None,
+                   help="for dfa: genotype file from `dfa-ray search`, or a reference genotype: last | average | random")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="method option, e.g. w_feat=50, w_kl=0.9, temperature=4, stage_weights=halving (repeatable)")
+    add_data_args(p)
+    add_run_args(p)
+    p.add_argument("--out", required=True, help="folder for checkpoint.pt and metrics.json")
+    p.set_defaults(handler=cmd_distill)
+
+    p = sub.add_parser("sweep", help="run (or resume) a sweep spec on Ray Tune: teachers -> search -> distil")
+    p.add_argument("spec", help="sweep spec YAML (see experiments/)")
+    p.add_argument("--storage", default=None, help="override the spec's storage folder (absolute, shared by all nodes)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to attach to (`auto`: the running one); default: start a local Ray")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any spec field by its dotted path, e.g. --set search.epochs=2 (repeatable)")
+    p.set_defaults(handler=cmd_sweep)
     return parser
-
-
-# Later layers (search, distill, sweep, report) add their sub-commands here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,7 +96,7 @@ def test_train_teacher_continues_an_interrupted_folder_and_refuses_a_foreign_one
     train_teacher("resnet8", digits, recipe, seed=1, out_dir=tmp_path, device="cpu", log=lines.append)
     assert "resuming" in lines[0] and "after epoch 1" in lines[0]
     assert sum("epoch" in line and "/3" in line for line in lines) == 2  # only epochs 2 and 3 ran
-    with pytest.raises(CheckpointError, match="already holds a different teacher"):
+    with pytest.raises(CheckpointError, match="already holds a different run"):
         train_teacher("resnet8", digits, recipe, seed=2, out_dir=tmp_path, device="cpu")
 
 

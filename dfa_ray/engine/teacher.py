@@ -44,7 +44,8 @@ def teacher_meta(model_name: str, data: Dataset, recipe: Recipe, seed: int) -> d
 
 def fingerprint(meta: dict[str, Any]) -> str:
     """Identity of a teacher: architecture, dataset, recipe and seed (what the store keys on)."""
-    key = {k: meta[k] for k in ("model", "dataset", "num_classes", "in_channels", "recipe", "seed")}
+    key = {k: meta.get(k) for k in ("model", "dataset", "num_classes", "in_channels", "recipe", "seed", "teacher",
+                                    "method", "options", "genotype")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -71,10 +72,10 @@ def _check_size(model: GroupedModel, name: str, image_size: int) -> None:
                           f"{image_size} px: choose another model or dataset")
 
 
-def save_teacher_state(out_dir: str | Path, run: TrainingRun, meta: dict[str, Any]) -> Path:
+def save_run_state(out_dir: str | Path, run: TrainingRun, meta: dict[str, Any], kind: str = CHECKPOINT_KIND) -> Path:
     """Write the training state (every epoch) and, once done, the final weights and metrics."""
     out_dir = Path(out_dir)
-    state = {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "meta": meta, "run": run.state_dict()}
+    state = {"kind": kind, "version": CHECKPOINT_VERSION, "meta": meta, "run": run.state_dict()}
     if run.done:
         state["model"] = {k: v.detach().cpu() for k, v in run.student.state_dict().items()}
     path = out_dir / CHECKPOINT_NAME
@@ -84,6 +85,10 @@ def save_teacher_state(out_dir: str | Path, run: TrainingRun, meta: dict[str, An
         "machine": run.machine(), "finished": run.done,
     })
     return path
+
+
+def save_teacher_state(out_dir: str | Path, run: TrainingRun, meta: dict[str, Any]) -> Path:
+    return save_run_state(out_dir, run, meta, CHECKPOINT_KIND)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -167,17 +172,27 @@ def train_teacher(
     """
     meta = teacher_meta(model_name, data, recipe, seed)
     run = build_teacher_run(model_name, data, recipe, seed, device=device, fast=fast, log=log)
+    return train_in_folder(run, meta, out_dir, CHECKPOINT_KIND, log)
+
+
+def train_in_folder(run: TrainingRun, meta: dict[str, Any], out_dir: str | Path, kind: str,
+                    log: Logger | None = None) -> dict:
+    """Run to the end, checkpointing into `out_dir` after every epoch; continue a folder that
+    holds the same run (same fingerprint), refuse one that holds another."""
     path = Path(out_dir) / CHECKPOINT_NAME
     if path.exists():
-        _, state = read_teacher_checkpoint(path)
+        state = load_checkpoint(path)
+        if state.get("kind") != kind or not isinstance(state.get("meta"), dict):
+            raise CheckpointError(f"{path} is not a {kind} checkpoint; choose another --out")
         if fingerprint(state["meta"]) != fingerprint(meta):
-            raise CheckpointError(f"{out_dir} already holds a different teacher ({state['meta']['model']} on "
-                                  f"{state['meta']['dataset']}, seed {state['meta']['seed']}); choose another --out")
+            old = state["meta"]
+            raise CheckpointError(f"{out_dir} already holds a different run ({old.get('model')} on "
+                                  f"{old.get('dataset')}, seed {old.get('seed')}); choose another --out")
         run.load_state_dict(state["run"])
         if log:
-            log(f"[teacher {model_name}] resuming from {path} after epoch {run.epoch}")
+            log(f"[{run.label}] resuming from {path} after epoch {run.epoch}")
     while not run.done:
         run.step()
-        save_teacher_state(out_dir, run, meta)
+        save_run_state(out_dir, run, meta, kind)
     assert run.final is not None
     return run.final

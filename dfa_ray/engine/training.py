@@ -26,7 +26,7 @@ from dfa_ray.engine.evaluate import evaluate
 from dfa_ray.engine.recipes import Recipe
 from dfa_ray.engine.runtime import FastPath, autocast, machine_info, resolve_device
 from dfa_ray.engine.checkpoint import capture_rng_state, restore_rng_state
-from dfa_ray.errors import DfaRayError
+from dfa_ray.errors import CheckpointError, DfaRayError
 
 Logger = Callable[[str], None]
 
@@ -232,7 +232,7 @@ class TrainingRun:
         it is a function of (seed, epoch)."""
         return {
             "epoch": self.epoch,
-            "task": _cpu_copy(self.task.state_dict()),
+            "task": trainable_state(self.task),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "best": self.best,
@@ -242,7 +242,7 @@ class TrainingRun:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.task.load_state_dict(state["task"])
+        load_trainable_state(self.task, state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
@@ -253,6 +253,19 @@ class TrainingRun:
 
     def machine(self) -> dict:
         return {**machine_info(self.device), "fast_path": self.fast.to_dict()}
+
+
+def trainable_state(module: nn.Module) -> dict:
+    """The module's state without the frozen teacher (it is loaded from the teacher store and
+    would make every checkpoint as large as the teacher)."""
+    return _cpu_copy({k: v for k, v in module.state_dict().items() if not k.startswith("teacher.")})
+
+
+def load_trainable_state(module: nn.Module, state: dict) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("teacher.")]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint does not fit this run: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def _cpu_copy(state: dict) -> dict:
