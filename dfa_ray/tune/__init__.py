@@ -1,0 +1,5 @@
+"""Ray Tune Trainables around the engine, and the driver-side callbacks that write results."""
+
+from dfa_ray.tune.trainables import DistillTrainable, SearchTrainable, TeacherTrainable
+
+__all__ = ["TeacherTrainable", "SearchTrainable", "DistillTrainable"]

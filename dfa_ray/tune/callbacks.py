@@ -1,0 +1,176 @@
+"""Driver-side Tune callbacks: every result into the Parquet store, and progress lines.
+
+They run in the driver as results arrive, so rows are written even for trials that are
+later pruned or crash, and the results folder is complete up to the last reported epoch
+whatever happens to the workers. Writes are idempotent on (stage, trial_id, epoch), so a
+resumed sweep that replays an epoch replaces its row instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ray import tune
+
+from dfa_ray.results import ResultsWriter, flatten_config, runtime_versions
+from dfa_ray.tune.trainables import effective_config
+
+# Keys of a step result that are not metrics (Tune's bookkeeping and our annotations).
+_NOT_METRICS = {
+    "done", "trial_id", "experiment_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname",
+    "node_ip", "config", "time_since_restore", "iterations_since_restore", "training_iteration", "checkpoint_dir_name",
+    "should_checkpoint", "genotype_json", "device", "node", "checkpoint", "nonfinite", "epochs_planned",
+    "active_groups", "alphas", "epoch", "seconds", "images_per_s", "lr", "train_loss", "train_acc", "val_acc",
+    "val_loss", "loss_ce", "loss_kd", "loss_feat", "l_st", "l_ts", "l_train", "warmup_time",
+}
+_EPOCH_COLUMNS = ("lr", "train_loss", "train_acc", "val_acc", "val_loss", "loss_ce", "loss_kd", "loss_feat", "l_st",
+                  "l_ts", "l_train", "seconds", "images_per_s")
+_FINAL_KEYS = ("test_acc_last", "test_acc_best", "best_epoch", "best_val_acc")
+
+
+def trial_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The columns every row carries, from a trial's config."""
+    config = effective_config(config)
+    stage = config["stage"]
+    if stage == "teacher":
+        teacher, student, pair, method = None, config["model"], config["model"], "teacher"
+    else:
+        teacher, student = config["teacher"], config["student"]
+        pair, method = f"{teacher}->{student}", config.get("method", "search")
+        if stage == "distill" and isinstance(config.get("genotype"), str) and not config["genotype"].startswith("{"):
+            method = f"{method}:{config['genotype']}"  # a reference genotype, e.g. dfa:last
+    return {"sweep": config["sweep"], "stage": stage, "pair": pair, "teacher": teacher, "student": student,
+            "dataset": config["dataset"], "method": method, "seed": int(config["seed"]),
+            "config": flatten_config(_without_bulk(config))}
+
+
+def _without_bulk(config: dict[str, Any]) -> dict[str, Any]:
+    """The genotype is stored in its own column, not repeated in every row's config."""
+    out = dict(config)
+    if isinstance(out.get("genotype"), dict):
+        out["genotype"] = "search"
+    return out
+
+
+class ResultsCallback(tune.Callback):
+    """Writes one Parquet row per epoch and keeps one summary row per trial up to date."""
+
+    def __init__(self, sweep_dir: str | Path) -> None:
+        self.writer = ResultsWriter(sweep_dir)
+        self.started: dict[str, float] = {}
+        self.last: dict[str, dict] = {}
+        self.best: dict[str, tuple[float, int]] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        ident = trial_identity(trial.config)
+        tid = trial.trial_id
+        self.last[tid] = result
+        epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
+        if "nonfinite" in result:
+            return  # not an epoch: the trial ends here, as errored (see on_trial_complete)
+        row = {**ident, "trial_id": tid, "epoch": epoch,
+               **{k: result.get(k) for k in _EPOCH_COLUMNS},
+               "alphas": result.get("alphas"),
+               "extra": {k: v for k, v in result.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}}
+        self.writer.write_epoch(row)
+        val = result.get("val_acc")
+        if val is not None and (tid not in self.best or val > self.best[tid][0]):
+            self.best[tid] = (float(val), epoch)
+        self._write_trial(trial, "running", None)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = self.last.get(trial.trial_id, {})
+        if "nonfinite" in last:
+            self._write_trial(trial, "errored", last["nonfinite"])
+            return
+        planned = self._planned(trial)
+        ran = int(last.get("epoch") or last.get("training_iteration") or 0)
+        if ran < planned:
+            self._write_trial(trial, "pruned", f"stopped by the scheduler after epoch {ran} of {planned}")
+        else:
+            self._write_trial(trial, "completed", None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write_trial(trial, "errored", _error_text(trial))
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _planned(trial: Any) -> int:
+        config = effective_config(trial.config)
+        if config["stage"] == "search":
+            return int(config["epochs"])
+        return int(config["recipe"]["epochs"])
+
+    def _write_trial(self, trial: Any, status: str, reason: str | None) -> None:
+        tid = trial.trial_id
+        last = self.last.get(tid, {})
+        best = self.best.get(tid)
+        row = {**trial_identity(trial.config), "trial_id": tid, "status": status, "reason": reason,
+               "epochs_run": int(last.get("epoch") or last.get("training_iteration") or 0),
+               "epochs_planned": self._planned(trial),
+               "last_val_acc": last.get("val_acc"),
+               "best_val_acc": last.get("best_val_acc", best[0] if best else None),
+               "best_epoch": last.get("best_epoch", best[1] if best else None),
+               "test_acc_last": last.get("test_acc_last"), "test_acc_best": last.get("test_acc_best"),
+               "genotype": last.get("genotype_json") or _genotype_of(trial.config),
+               "checkpoint": last.get("checkpoint") or _checkpoint_path(trial),
+               "wall_seconds": time.time() - self.started.get(tid, time.time()),
+               "node": last.get("node") or last.get("hostname"), "device": last.get("device"),
+               "versions": runtime_versions(), "machine": {"hostname": last.get("hostname"),
+                                                          "node_ip": last.get("node_ip"), "pid": last.get("pid")}}
+        self.writer.write_trial(row)
+
+
+def _genotype_of(config: dict[str, Any]) -> str | None:
+    genotype = effective_config(config).get("genotype")
+    return json.dumps(genotype) if isinstance(genotype, dict) else genotype
+
+
+def _checkpoint_path(trial: Any) -> str | None:
+    checkpoint = getattr(trial, "checkpoint", None)
+    return getattr(checkpoint, "path", None) if checkpoint is not None else None
+
+
+def _error_text(trial: Any) -> str:
+    """The last line of the trial's error (the exception), or a generic note."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:2000] if lines else "the trial failed (no error text recorded)"
+
+
+class ProgressCallback(tune.Callback):
+    """One short line per epoch result, and one per finished trial."""
+
+    def __init__(self, log: Callable[[str], None] = print) -> None:
+        self.log = log
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        ident = trial_identity(trial.config)
+        if "nonfinite" in result:
+            self.log(f"[{ident['stage']} {ident['pair']} {ident['method']} {trial.trial_id}] {result['nonfinite']}")
+            return
+        epoch = result.get("epoch", result.get("training_iteration"))
+        planned = ResultsCallback._planned(trial)
+        parts = [f"[{ident['stage']} {ident['pair']}"
+                 + ("" if ident["stage"] != "distill" else f" {ident['method']} s{ident['seed']}")
+                 + f" {trial.trial_id}] epoch {epoch}/{planned}"]
+        if result.get("train_loss") is not None:
+            parts.append(f"loss {result['train_loss']:.3f}")
+        if result.get("val_acc") is not None:
+            parts.append(f"val {result['val_acc']:.1f}%")
+        if result.get("test_acc_last") is not None:
+            parts.append(f"test {result['test_acc_last']:.1f}% (best-val epoch: {result['test_acc_best']:.1f}%)")
+        self.log("  ".join(parts))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.log(f"[{trial.config['stage']}] trial {trial.trial_id} failed: {_error_text(trial)}")
