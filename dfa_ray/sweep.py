@@ -21,6 +21,8 @@ import os
 # Snapshot the experiment state often, so that a killed driver loses little on resume
 # (Ray's default is adaptive and can be minutes). Set before Tune is imported.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# ... which makes Tune warn that snapshots are frequent: that is the point here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -70,7 +72,9 @@ def connect(address: str | None, ray_init: dict[str, Any] | None = None) -> None
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "log_to_driver": True}
+    # Workers log at WARNING: Tune's per-checkpoint INFO lines would drown the progress lines.
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                              "logging_config": ray.LoggingConfig(log_level="WARNING")}
     kwargs.update(ray_init or {})
     try:
         if address:
@@ -97,7 +101,7 @@ def common_config(spec: SweepSpec, stage: str) -> dict[str, Any]:
 
 # -- one Tune experiment, fresh or restored ----------------------------------------------------
 def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict[str, Any], tune_config: Any,
-                   log: Logger) -> Any:
+                   log: Logger, callbacks: list | None = None) -> Any:
     from ray import tune
 
     from dfa_ray.tune.callbacks import ProgressCallback, ResultsCallback
@@ -112,7 +116,7 @@ def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict
             name=name, storage_path=str(root), verbose=0,
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=[ResultsCallback(spec.sweep_dir), ProgressCallback(log)],
+            callbacks=[ResultsCallback(spec.sweep_dir), ProgressCallback(log), *(callbacks or [])],
         )
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     return tuner.fit()
@@ -151,7 +155,7 @@ def teacher_finished(folder: Path) -> bool:
     return "model" in state
 
 
-def run_teachers(spec: SweepSpec, data: Dataset, log: Logger) -> dict[str, Path]:
+def run_teachers(spec: SweepSpec, data: Dataset, log: Logger, callbacks: list | None = None) -> dict[str, Path]:
     from ray import tune
 
     from dfa_ray.tune.trainables import TeacherTrainable
@@ -164,7 +168,7 @@ def run_teachers(spec: SweepSpec, data: Dataset, log: Logger) -> dict[str, Path]
         log(f"[sweep] training {len(jobs)} teacher(s): {', '.join(j['model'] for j in jobs)}")
         param_space = {**common_config(spec, "teacher"), "job": tune.grid_search(jobs)}
         fit_experiment(spec, "teachers", with_data(TeacherTrainable, data, spec), param_space,
-                       tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent), log)
+                       tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent), log, callbacks)
     missing = [m for m, f in folders.items() if not teacher_finished(f)]
     if missing:
         raise ConfigError(f"teacher training failed for {', '.join(missing)}; see the errored trials under "
@@ -200,7 +204,8 @@ def search_tune_config(spec: SweepSpec) -> Any:
                            num_samples=s.num_samples, max_concurrent_trials=max_concurrent)
 
 
-def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: Logger) -> dict[str, dict]:
+def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: Logger,
+               callbacks: list | None = None) -> dict[str, dict]:
     from dfa_ray.tune.trainables import SearchTrainable
 
     trainable = with_data(SearchTrainable, data, spec)
@@ -212,7 +217,8 @@ def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: L
                        "options": {**spec.search.options, **tune_space(spec.search.space)}}
         log(f"[sweep] searching {pair.name}: {spec.search.num_samples} sample(s) x {spec.search.epochs} epochs, "
             f"{spec.search.scheduler.type}, searcher {spec.search.searcher}")
-        grid = fit_experiment(spec, f"search-{pair.dir_name}", trainable, param_space, search_tune_config(spec), log)
+        grid = fit_experiment(spec, f"search-{pair.dir_name}", trainable, param_space, search_tune_config(spec), log,
+                              callbacks)
         best = best_genotype(grid, spec.search.epochs)
         if best is None:
             log(f"[sweep] no search trial of {pair.name} finished; its dfa runs are skipped")
@@ -262,7 +268,7 @@ def distill_jobs(spec: SweepSpec, teachers: dict[str, Path], genotypes: dict[str
 
 
 def run_distill(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], genotypes: dict[str, dict],
-                skipped: list[str], log: Logger) -> None:
+                skipped: list[str], log: Logger, callbacks: list | None = None) -> None:
     from ray import tune
 
     from dfa_ray.tune.trainables import DistillTrainable
@@ -273,13 +279,14 @@ def run_distill(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], genot
     log(f"[sweep] distilling: {len(jobs)} trial(s) = pairs x methods x seeds")
     param_space = {**common_config(spec, "distill"), "job": tune.grid_search(jobs)}
     fit_experiment(spec, "distill", with_data(DistillTrainable, data, spec), param_space,
-                   tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent), log)
+                   tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent), log, callbacks)
 
 
 # -- the whole sweep -----------------------------------------------------------------------------
 def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print,
-              ray_init: dict[str, Any] | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep; returns where everything is."""
+              ray_init: dict[str, Any] | None = None, callbacks: list | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep; returns where everything is. `callbacks`: extra Tune
+    callbacks for every experiment (monitoring, fault injection in tests)."""
     start = time.perf_counter()
     check_storage(spec.storage)
     check_storage(spec.sweep_dir)
@@ -288,11 +295,11 @@ def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print,
     connect(address, ray_init)
     outcome = SweepOutcome(spec.sweep_dir)
     log(f"[sweep] {spec.name}: {len(spec.pairs)} pair(s) on {data.info.name}, storage {spec.storage}")
-    outcome.teachers = run_teachers(spec, data, log)
+    outcome.teachers = run_teachers(spec, data, log, callbacks)
     if spec.search.enabled:
-        outcome.genotypes = run_search(spec, data, outcome.teachers, log)
+        outcome.genotypes = run_search(spec, data, outcome.teachers, log, callbacks)
     if spec.distill.enabled:
-        run_distill(spec, data, outcome.teachers, outcome.genotypes, outcome.skipped, log)
+        run_distill(spec, data, outcome.teachers, outcome.genotypes, outcome.skipped, log, callbacks)
     for note in outcome.skipped:
         log(f"[sweep] skipped: {note}")
     log(f"[sweep] done in {time.perf_counter() - start:.0f} s; results in {outcome.results_dir}")

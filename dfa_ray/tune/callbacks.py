@@ -22,7 +22,7 @@ from dfa_ray.tune.trainables import effective_config
 _NOT_METRICS = {
     "done", "trial_id", "experiment_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname",
     "node_ip", "config", "time_since_restore", "iterations_since_restore", "training_iteration", "checkpoint_dir_name",
-    "should_checkpoint", "genotype_json", "device", "node", "checkpoint", "nonfinite", "epochs_planned",
+    "should_checkpoint", "genotype_json", "device", "node", "node_id", "checkpoint", "nonfinite", "epochs_planned",
     "active_groups", "alphas", "epoch", "seconds", "images_per_s", "lr", "train_loss", "train_acc", "val_acc",
     "val_loss", "loss_ce", "loss_kd", "loss_feat", "l_st", "l_ts", "l_train", "warmup_time",
 }
@@ -123,7 +123,8 @@ class ResultsCallback(tune.Callback):
                "wall_seconds": time.time() - self.started.get(tid, time.time()),
                "node": last.get("node") or last.get("hostname"), "device": last.get("device"),
                "versions": runtime_versions(), "machine": {"hostname": last.get("hostname"),
-                                                          "node_ip": last.get("node_ip"), "pid": last.get("pid")}}
+                                                          "node_ip": last.get("node_ip"), "pid": last.get("pid"),
+                                                          "node_id": last.get("node_id")}}
         self.writer.write_trial(row)
 
 

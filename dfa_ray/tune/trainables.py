@@ -54,6 +54,16 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     return recipe
 
 
+def _node_id() -> str | None:
+    """Ray's id of the node this trial runs on (host names can repeat across nodes)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside a Ray worker (e.g. validate_save_restore in local mode)
+        return None
+
+
 class _EngineTrainable(tune.Trainable):
     """Common shell: data, device and threads in `setup`, one epoch per `step`."""
 
@@ -82,7 +92,7 @@ class _EngineTrainable(tune.Trainable):
         except NonFiniteLossError as exc:
             # Retrying from a checkpoint would meet the same NaN: end the trial with the reason.
             return {"nonfinite": str(exc), "epoch": exc.epoch, "done": True}
-        result = {**metrics, "device": str(self.device), "node": platform.node()}
+        result = {**metrics, "device": str(self.device), "node": platform.node(), "node_id": _node_id()}
         result.update(self.extra_result())
         result["done"] = self.run.done
         return result

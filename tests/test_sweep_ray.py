@@ -1,0 +1,189 @@
+"""Sweeps on a real local Ray cluster (started by this module, inside the loopback-only
+network namespace that `make test` provides, stopped by this module)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch  # noqa: F401  (torch before ray)
+
+from raytest import (assert_loopback_only, kill_processes_mentioning, tiny_spec, train_store_teacher, wait_for,
+                           write_spec)
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    assert_loopback_only()
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="dfa-ray-test-")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
+             logging_config=ray.LoggingConfig(log_level="WARNING"))
+    yield ray
+    ray.shutdown()
+    kill_processes_mentioning(temp_dir)
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory, ray_cluster):
+    """One storage for the module, with the tiny specs' teacher already in its store."""
+    root = tmp_path_factory.mktemp("storage")
+    train_store_teacher(tiny_spec("warmup", root))
+    return root
+
+
+def run(spec_dict, **kwargs):
+    from dfa_ray.spec import parse_spec
+    from dfa_ray.sweep import run_sweep
+
+    lines: list[str] = []
+    outcome = run_sweep(parse_spec(spec_dict), log=lines.append, **kwargs)
+    return outcome, lines
+
+
+def test_every_address_ray_uses_is_loopback(ray_cluster):
+    assert_loopback_only()
+    nodes = ray_cluster.nodes()
+    assert nodes and all(n["NodeManagerAddress"] == "127.0.0.1" for n in nodes)
+    assert ray_cluster.util.get_node_ip_address() == "127.0.0.1"
+
+
+def test_end_to_end_sweep_with_asha_pruning(storage):
+    from dfa_ray.results import load
+
+    spec = tiny_spec("e2e", storage, search={
+        "enabled": True, "epochs": 4, "num_samples": 4, "options": {"batch_size": 128},
+        "space": {"gamma_ts": {"loguniform": [0.25, 4.0]}, "lam": {"choice": [1.0, 10.0, 100.0]}},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
+        distill={"methods": ["vanilla", "kd", "dfa", "dfa:last"], "epochs": 1})
+    outcome, lines = run(spec)
+    assert any("teacher resnet14: taken from the store" in line for line in lines)
+    epochs, trials = load(outcome.sweep_dir)
+    assert set(trials.stage) == {"search", "distill"}  # the teacher came from the store
+    search = trials[trials.stage == "search"]
+    assert len(search) == 4
+    assert (search.status == "pruned").sum() >= 1, search[["status", "epochs_run"]]
+    assert (search.epochs_run < 4).sum() >= 1
+    distill = trials[trials.stage == "distill"]
+    assert sorted(distill.method) == ["dfa", "dfa:last", "kd", "vanilla"]
+    assert (distill.status == "completed").all() and distill.test_acc_last.notna().all()
+    assert not epochs.duplicated(["stage", "trial_id", "epoch"]).any()
+    assert (epochs[epochs.stage == "search"].alphas.notna()).all()
+    genotype = (outcome.sweep_dir / "genotypes" / "resnet14-to-resnet8.json")
+    assert genotype.exists() and outcome.genotypes["resnet14->resnet8"]["student"] == "resnet8"
+    # the dfa trial distilled with the best search trial's genotype
+    dfa_row = distill[distill.method == "dfa"].iloc[0]
+    assert '"kind": "search"' in dfa_row.genotype
+
+
+def test_optuna_proposes_the_search_settings(storage):
+    from dfa_ray.results import load
+
+    spec = tiny_spec("optuna", storage, search={
+        "enabled": True, "epochs": 1, "num_samples": 3, "searcher": "optuna", "scheduler": {"type": "fifo"},
+        "options": {"batch_size": 256}, "space": {"gamma_ts": {"loguniform": [0.1, 10.0]}}},
+        distill={"enabled": False})
+    outcome, _ = run(spec)
+    experiment = outcome.sweep_dir / "tune" / "search-resnet14-to-resnet8"
+    assert list(experiment.glob("searcher-state-*")), "Optuna's searcher state is saved with the experiment"
+    import json
+
+    _, trials = load(outcome.sweep_dir)
+    values = [json.loads(c)["options.gamma_ts"] for c in trials.config]
+    assert len(values) == 3 and len(set(values)) == 3
+    assert all(0.1 <= v <= 10.0 for v in values)
+
+
+def test_validate_save_restore_holds_for_the_three_trainables(storage, ray_cluster):
+    from ray.tune.utils import validate_save_restore
+
+    from dfa_ray.engine.recipes import get_recipe
+    from dfa_ray.tune import DistillTrainable, SearchTrainable, TeacherTrainable
+
+    teacher = train_store_teacher(tiny_spec("warmup", storage))
+    common = {"sweep": "v", "dataset": "digits", "data_spec": {"name": "digits"}, "seed": 0, "cpu": 1, "gpu": 0}
+    # validate_save_restore trains a few steps before and after the restore: leave epochs for it
+    recipe = get_recipe("quick", {"epochs": 5, "batch_size": 256}).to_dict()
+    validate_save_restore(TeacherTrainable, {**common, "stage": "teacher", "model": "resnet8", "recipe": recipe,
+                                             "store_dir": str(storage / "validate-teacher")})
+    validate_save_restore(SearchTrainable, {**common, "stage": "search", "teacher": "resnet14", "student": "resnet8",
+                                            "teacher_path": str(teacher), "epochs": 5,
+                                            "options": {"batch_size": 256}})
+    validate_save_restore(DistillTrainable, {**common, "stage": "distill", "teacher": "resnet14",
+                                             "student": "resnet8", "teacher_path": str(teacher), "method": "dfa",
+                                             "genotype": "average", "method_options": {}, "recipe": recipe})
+
+
+def test_a_killed_trial_process_is_retried_from_its_checkpoint(storage):
+    from ray import tune
+
+    from dfa_ray.results import load
+
+    class KillOnce(tune.Callback):
+        """SIGKILL the trial's actor process once, right after it reports epoch 2."""
+
+        def __init__(self) -> None:
+            self.killed_pid: int | None = None
+            self.epochs: list[int] = []
+            self.failures = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.epochs.append(int(result["epoch"]))
+            if result["epoch"] == 2 and self.killed_pid is None:
+                self.killed_pid = result["pid"]
+                os.kill(result["pid"], signal.SIGKILL)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.failures = trial.num_failures
+
+    killer = KillOnce()
+    spec = tiny_spec("killtrial", storage, distill={"methods": ["vanilla"], "epochs": 5},
+                     resources={"max_concurrent": 1})
+    outcome, _ = run(spec, callbacks=[killer])
+    assert killer.killed_pid is not None and killer.failures >= 1
+    after_kill = killer.epochs[killer.epochs.index(2) + 1:]
+    assert after_kill and after_kill[0] >= 2, f"restarted from scratch: {killer.epochs}"  # continued, not epoch 1
+    epochs, trials = load(outcome.sweep_dir)
+    assert sorted(epochs.epoch) == [1, 2, 3, 4, 5]
+    assert trials.status.tolist() == ["completed"]
+
+
+def test_a_killed_driver_is_resumed_by_the_same_command(storage, tmp_path):
+    from dfa_ray.results import load
+
+    spec_path = write_spec(tmp_path / "spec.yaml", tiny_spec("driverkill", storage, distill={
+        "methods": ["vanilla", "kd"], "seeds": [0, 1], "epochs": 6}))
+    ray_tmp = tempfile.mkdtemp(prefix="dfa-ray-driver-")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "DFA_RAY_TEST_MARKER": ray_tmp}
+    command = [sys.executable, "-m", "dfa_ray.cli", "sweep", str(spec_path)]
+    epochs_dir = storage / "driverkill" / "results" / "epochs"
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True, cwd=tmp_path)
+    try:
+        wait_for(lambda: epochs_dir.exists() and len(list(epochs_dir.glob("distill__*"))) >= 3, timeout=240,
+                 what="three distillation epochs")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        kill_processes_mentioning(ray_tmp)  # the local Ray that driver started, and nothing else
+    partial = len(list(epochs_dir.glob("distill__*")))
+    assert partial < 24, "the sweep finished before the driver was killed"
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    kill_processes_mentioning(ray_tmp)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming experiment distill" in second.stdout
+    epochs, trials = load(storage / "driverkill")
+    distill = epochs[epochs.stage == "distill"]
+    assert not distill.duplicated(["trial_id", "epoch"]).any()
+    assert len(distill) == 24  # 2 methods x 2 seeds x 6 epochs, each once
+    assert distill.groupby("trial_id").epoch.apply(sorted).apply(lambda e: e == [1, 2, 3, 4, 5, 6]).all()
+    done = trials[trials.stage == "distill"]
+    assert len(done) == 4 and (done.status == "completed").all()
