@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The quickstart sweep on a local Ray, then its report.
 demo: $(STAMP)
-	$(VENV)/bin/dfa-ray teacher --model resnet20 --data digits --out runs/demo/teacher-resnet20
+	$(LOOPBACK_NS) --optional $(VENV)/bin/dfa-ray sweep experiments/quickstart.yaml --storage $(CURDIR)/runs
 
 test: $(STAMP)
 	$(LOOPBACK_NS) $(PY) -m pytest $(PYTEST_ARGS)
