@@ -96,7 +96,8 @@ def resources(spec: SweepSpec) -> dict[str, float]:
 def common_config(spec: SweepSpec, stage: str) -> dict[str, Any]:
     return {"sweep": spec.name, "stage": stage, "dataset": spec.data.name,
             "data_spec": {"name": spec.data.name, "root": spec.data.root, "options": dict(spec.data.options)},
-            "cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu)}
+            "cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu),
+            "fast": spec.fast.model_dump()}
 
 
 # -- one Tune experiment, fresh or restored ----------------------------------------------------
@@ -104,7 +105,7 @@ def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict
                    log: Logger, callbacks: list | None = None) -> Any:
     from ray import tune
 
-    from dfa_ray.tune.callbacks import ProgressCallback, ResultsCallback
+    from dfa_ray.tune.callbacks import ProgressCallback, ResultsCallback, restore_missing_rows
 
     root = spec.sweep_dir / "tune"
     path = root / name
@@ -119,7 +120,11 @@ def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict
             callbacks=[ResultsCallback(spec.sweep_dir), ProgressCallback(log), *(callbacks or [])],
         )
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    return tuner.fit()
+    grid = tuner.fit()
+    restored = restore_missing_rows(spec.sweep_dir, grid)
+    if restored:
+        log(f"[sweep] {name}: rewrote {restored} missing or damaged result row(s) from Tune's trial logs")
+    return grid
 
 
 def with_data(cls: type, data: Dataset, spec: SweepSpec) -> Any:

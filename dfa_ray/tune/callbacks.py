@@ -55,6 +55,47 @@ def _without_bulk(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def epoch_row(ident: dict[str, Any], trial_id: str, epoch: int, result: dict) -> dict[str, Any]:
+    return {**ident, "trial_id": trial_id, "epoch": epoch, **{k: result.get(k) for k in _EPOCH_COLUMNS},
+            "alphas": result.get("alphas"),
+            "extra": {k: v for k, v in result.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}}
+
+
+def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
+    """Rewrite epoch rows whose Parquet file is missing or unreadable (a crash mid-write, a
+    truncated file) from Tune's own per-trial log (`result.json`); returns how many.
+
+    Called after every experiment, so a resumed sweep heals its results store even for trials
+    that finished long ago and are not run again.
+    """
+    import pyarrow.parquet as pq
+
+    writer = ResultsWriter(sweep_dir)
+    restored = 0
+    for result in grid:
+        log_file = Path(result.path) / "result.json" if result.path else None
+        if log_file is None or not log_file.exists():
+            continue
+        for line in log_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed trial
+            if "nonfinite" in entry or "config" not in entry:
+                continue
+            ident = trial_identity(entry["config"])
+            epoch = int(entry.get("epoch") or entry.get("training_iteration") or 0)
+            path = writer.epoch_path(ident["stage"], entry["trial_id"], epoch)
+            try:
+                pq.read_metadata(path)
+                continue
+            except Exception:  # missing or unreadable: write it again
+                pass
+            writer.write_epoch(epoch_row(ident, entry["trial_id"], epoch, entry))
+            restored += 1
+    return restored
+
+
 class ResultsCallback(tune.Callback):
     """Writes one Parquet row per epoch and keeps one summary row per trial up to date."""
 
@@ -74,11 +115,7 @@ class ResultsCallback(tune.Callback):
         epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
         if "nonfinite" in result:
             return  # not an epoch: the trial ends here, as errored (see on_trial_complete)
-        row = {**ident, "trial_id": tid, "epoch": epoch,
-               **{k: result.get(k) for k in _EPOCH_COLUMNS},
-               "alphas": result.get("alphas"),
-               "extra": {k: v for k, v in result.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}}
-        self.writer.write_epoch(row)
+        self.writer.write_epoch(epoch_row(ident, tid, epoch, result))
         val = result.get("val_acc")
         if val is not None and (tid not in self.best or val > self.best[tid][0]):
             self.best[tid] = (float(val), epoch)
