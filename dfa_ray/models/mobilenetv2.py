@@ -19,11 +19,11 @@ and 3. Their blocks are part of the network but not aggregation candidates. The 
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
+from dfa_ray.models.init import init_crd
 from dfa_ray.models.base import GroupedBlock, GroupedModel
 from dfa_ray.models.registry import MODELS
 
@@ -105,20 +105,7 @@ class MobileNetV2(GroupedModel):
             strides=(2, 4, 8, 16),
         )
         self.min_size = 1  # only padded convs: even a 1x1 input keeps its size
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As CRD: conv ~ N(0, 2 / (k*k*out)), BN to identity, Linear ~ N(0, 0.01) bias 0.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_crd(self, linear="normal")
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         h = self.conv_last(h)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dfa_ray.models.init import init_crd
 from dfa_ray.models.base import GroupedBlock, GroupedModel
 from dfa_ray.models.registry import MODELS
 
@@ -72,16 +73,7 @@ class ResNetBottleneck(GroupedModel):
             strides=[2**g for g in range(len(num_blocks))],
         )
         self.min_size = 1  # only padded convs: even a 1x1 input keeps its size
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As CRD: He-normal (fan_out) convs, BN to identity; the Linear keeps PyTorch's default.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_crd(self, linear="default")
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(torch.flatten(self.pool(h), 1))

@@ -17,11 +17,11 @@ is this block's pre-activation tensor.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
+from dfa_ray.models.init import init_crd
 from dfa_ray.models.base import GroupedBlock, GroupedModel
 from dfa_ray.models.registry import MODELS
 
@@ -68,21 +68,7 @@ class VGG(GroupedModel):
         self.classifier = nn.Linear(in_planes, num_classes)
         self._declare_groups(channels=[w[-1] for w in group_widths], strides=(1, 2, 4, 8))
         self.min_size = 8  # three 2x2 max-pools: 8 -> 4 -> 2 -> 1
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As CRD: conv ~ N(0, 2 / (k*k*out)) with bias 0, BN to identity, Linear ~ N(0, 0.01).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_crd(self, linear="normal")
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(h), 1))

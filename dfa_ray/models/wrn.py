@@ -13,11 +13,11 @@ pre-activation and post-activation features coincide; the final BN-ReLU is in th
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
+from dfa_ray.models.init import init_crd
 from dfa_ray.models.base import GroupedBlock, GroupedModel
 from dfa_ray.models.registry import MODELS
 
@@ -72,19 +72,7 @@ class WideResNet(GroupedModel):
         self.fc = nn.Linear(widths[-1], num_classes)
         self._declare_groups(channels=widths, strides=(1, 2, 4))
         self.min_size = 1  # only padded convs: even a 1x1 input keeps its size
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As CRD: conv ~ N(0, 2 / (k*k*out)), BN to identity, Linear bias 0 (weight default).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_crd(self, linear="zero_bias")
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         # `h` may be a caller's tensor (forward_from): the in-place ReLU acts on BN's output.
