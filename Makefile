@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 # The quickstart sweep on a local Ray, then its report.
 demo: $(STAMP)
 	$(LOOPBACK_NS) --optional $(VENV)/bin/dfa-ray sweep experiments/quickstart.yaml --storage $(CURDIR)/runs
+	$(VENV)/bin/dfa-ray report $(CURDIR)/runs/quickstart --out $(CURDIR)/runs/quickstart/report
 
 test: $(STAMP)
 	$(LOOPBACK_NS) $(PY) -m pytest $(PYTEST_ARGS)

@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any spec field by its dotted path, e.g. --set search.epochs=2 (repeatable)")
     p.set_defaults(handler=cmd_sweep)
+
+    from dfa_ray.report_cli import add_report_command  # analysis: pandas only, no torch/Ray work
+
+    add_report_command(sub)
     return parser
 
 
