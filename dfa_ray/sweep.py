@@ -33,7 +33,7 @@ from typing import Any, Callable  # noqa: E402
 import torch  # noqa: E402,F401  (torch before ray: see ray_notes.md)
 
 from dfa_ray.data import Dataset, load_dataset  # noqa: E402
-from dfa_ray.engine.checkpoint import atomic_write_json  # noqa: E402
+from dfa_ray.engine.checkpoint import atomic_write_json, first_line  # noqa: E402
 from dfa_ray.engine.recipes import get_recipe  # noqa: E402
 from dfa_ray.engine.teacher import CHECKPOINT_NAME, fingerprint, read_teacher_checkpoint, teacher_meta  # noqa: E402
 from dfa_ray.errors import CheckpointError, ConfigError  # noqa: E402
@@ -82,7 +82,7 @@ def connect(address: str | None, ray_init: dict[str, Any] | None = None) -> None
         else:
             ray.init(**kwargs)
     except ConnectionError as exc:
-        raise ConfigError(f"no Ray cluster at --address {address} ({str(exc).splitlines()[0][:160]}); start one with "
+        raise ConfigError(f"no Ray cluster at --address {address} ({first_line(exc, 160)}); start one with "
                           "`ray start --head` or leave --address out to run on this machine") from None
 
 
@@ -203,8 +203,10 @@ def search_tune_config(spec: SweepSpec) -> Any:
             search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.resources.max_concurrent)
         max_concurrent = None
     else:
-        search_alg = BasicVariantGenerator(random_state=s.seed)
-        max_concurrent = spec.resources.max_concurrent
+        # A SearchAlgorithm, not a Searcher: Tune ignores max_concurrent_trials for it (with a
+        # warning), so the limit goes to the generator itself.
+        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=spec.resources.max_concurrent or 0)
+        max_concurrent = None
     return tune.TuneConfig(metric=s.metric, mode=s.mode, scheduler=scheduler, search_alg=search_alg,
                            num_samples=s.num_samples, max_concurrent_trials=max_concurrent)
 

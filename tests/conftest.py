@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+# prints the reliability table (faults and bad inputs tried, nothing lost) at the end of a run
+pytest_plugins = ["reliability_plugin"]
+
 torch.set_num_threads(1)
 
 

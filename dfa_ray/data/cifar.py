@@ -110,8 +110,8 @@ def _read_batch(path: str, label_key: str, num_classes: int) -> tuple[np.ndarray
         raise DataError(f"{path}: 'data' must be a uint8 array [N, 3072], found {type(data).__name__} {shape}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: {label_key!r} is not a list of integers") from None
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: {label_key!r} is not a list of integers in the int64 range") from None
     if labels.shape != (data.shape[0],):
         raise DataError(f"{path}: {labels.size} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

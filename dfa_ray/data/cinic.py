@@ -65,6 +65,20 @@ def _fingerprint(files: list[tuple[str, int]]) -> dict:
     return {"count": len(files), "names_sha1": digest}
 
 
+def _cache_problem(arrays: dict, meta: dict) -> str | None:
+    """What is wrong with cached arrays whose meta matched (None: they are what we write)."""
+    for split in SPLITS:
+        count = meta["splits"][split]["count"]
+        images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.shape != (count, 3, 32, 32):
+            return f"{split}_images is not uint8 [{count}, 3, 32, 32]"
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.int64 or labels.shape != (count,):
+            return f"{split}_labels is not int64 [{count}]"
+        if count and (int(labels.min()) < 0 or int(labels.max()) >= len(CLASSES)):
+            return f"{split}_labels outside 0..{len(CLASSES) - 1}"
+    return None
+
+
 class Cinic10Source:
     name = "cinic10"
 
@@ -138,10 +152,15 @@ class Cinic10Source:
             with np.load(path, allow_pickle=False) as npz:
                 if json.loads(str(npz["meta"])) != meta:
                     return None  # files added, removed or renamed since the cache was written
-                return {k: npz[k] for k in npz.files if k != "meta"}
+                arrays = {k: npz[k] for k in npz.files if k != "meta"}
         except Exception as exc:  # our own file: a bad one is rebuilt, not fatal
             warnings.warn(f"ignoring unreadable CINIC-10 cache {path} ({exc}); converting again")
             return None
+        problem = _cache_problem(arrays, meta)
+        if problem:
+            warnings.warn(f"ignoring damaged CINIC-10 cache {path} ({problem}); converting again")
+            return None
+        return arrays
 
     @staticmethod
     def _write_cache(path: str, arrays: dict, meta: dict) -> None:

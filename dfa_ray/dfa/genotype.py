@@ -114,7 +114,7 @@ class Genotype:
                 version=int(version),
                 source=source,
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
             raise CheckpointError(f"{where}: malformed ({type(e).__name__}: {e}); expected the fields of Genotype.to_dict()") from None
         geno.check_weights()
         return geno
@@ -140,9 +140,14 @@ class Genotype:
     def load(cls, path: str | os.PathLike) -> "Genotype":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise CheckpointError(f"genotype {path}: no such file; run the search or give the right path") from None
+        except UnicodeDecodeError as e:
+            raise CheckpointError(f"genotype {path}: not UTF-8 text ({e.reason} at byte {e.start}); the file is "
+                                  "corrupt, re-derive it") from None
+        except OSError as e:
+            raise CheckpointError(f"genotype {path}: cannot be read ({e.strerror or e})") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

@@ -60,12 +60,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first_line(exc)}); "
             "it is truncated, corrupt or not a dfa-ray checkpoint: delete it to start over"
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a dfa-ray state dictionary")
     return state
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text ("" for an exception without text, e.g. EOFError())."""
+    return str(exc).partition("\n")[0][:limit]
 
 
 def capture_rng_state() -> dict:

@@ -9,6 +9,7 @@ protocol's own epoch count the fractions give exactly the published milestones
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -68,6 +69,10 @@ class Recipe:
         def bad(field: str, rule: str) -> ConfigError:
             return ConfigError(f"recipe {self.name!r}: {field} = {getattr(self, field)!r} is invalid; {rule}")
 
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(f.name, "it must be a finite number")
         if self.epochs < 1:
             raise bad("epochs", "it must be at least 1")
         if self.batch_size < 1:

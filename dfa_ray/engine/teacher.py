@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dfa_ray.data import Dataset
-from dfa_ray.engine.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from dfa_ray.engine.checkpoint import atomic_write_json, first_line, load_checkpoint, save_checkpoint
 from dfa_ray.engine.recipes import Recipe
 from dfa_ray.engine.runtime import FastPath, seed_everything
 from dfa_ray.engine.training import Logger, PlainClassifier, TrainingRun
@@ -104,12 +104,40 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 def read_teacher_checkpoint(path: str | Path) -> tuple[Path, dict]:
     path = resolve_checkpoint_path(path)
     state = load_checkpoint(path)
-    if state.get("kind") != CHECKPOINT_KIND or not isinstance(state.get("meta"), dict):
+    # isinstance first: a tensor compared with == would give a tensor, not a bool
+    if not isinstance(state.get("kind"), str) or state["kind"] != CHECKPOINT_KIND or not isinstance(
+            state.get("meta"), dict):
         raise CheckpointError(f"{path} is not a dfa-ray teacher checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
+    if type(state.get("version")) is not int or state["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}; this dfa-ray reads "
                               f"version {CHECKPOINT_VERSION}")
+    problems = _structure_problems(state)
+    if problems:
+        raise CheckpointError(f"{path} is a damaged dfa-ray teacher checkpoint (missing or ill-typed: "
+                              f"{', '.join(problems)}); delete the folder and train the teacher again")
     return path, state
+
+
+_META_TYPES = {"model": str, "dataset": str, "num_classes": int, "in_channels": int, "image_size": int,
+               "recipe": dict, "seed": int}
+
+
+def _structure_problems(state: dict) -> list[str]:
+    """The fields of a teacher checkpoint that are missing or of the wrong type."""
+    meta = state["meta"]
+    problems = [f"meta.{key}" for key, kind in _META_TYPES.items()
+                if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)]
+    recipe = meta.get("recipe")
+    if isinstance(recipe, dict) and (not isinstance(recipe.get("epochs"), int) or isinstance(recipe.get("epochs"), bool)):
+        problems.append("meta.recipe.epochs")
+    run = state.get("run")
+    if not isinstance(run, dict) or not isinstance(run.get("epoch"), int) or isinstance(run.get("epoch"), bool):
+        problems.append("run.epoch")
+    weights = state.get("model")
+    if "model" in state and not (isinstance(weights, dict) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):
+        problems.append("model (a dict of tensors)")
+    return problems
 
 
 def load_teacher(
@@ -143,7 +171,7 @@ def load_teacher(
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"teacher {path}: weights do not fit a {meta['model']!r} "
-                              f"({str(exc).splitlines()[0][:200]})") from None
+                              f"({first_line(exc)})") from None
     freeze(model)
     return model, meta
 

@@ -76,11 +76,14 @@ def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
         log_file = Path(result.path) / "result.json" if result.path else None
         if log_file is None or not log_file.exists():
             continue
+        entries = []
         for line in log_file.read_text().splitlines():
             try:
-                entry = json.loads(line)
+                entries.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a torn last line of a killed trial
+        restored += _restore_summary(writer, entries, result.error)
+        for entry in entries:
             if "nonfinite" in entry or "config" not in entry:
                 continue
             ident = trial_identity(entry["config"])
@@ -94,6 +97,55 @@ def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
             writer.write_epoch(epoch_row(ident, entry["trial_id"], epoch, entry))
             restored += 1
     return restored
+
+
+def _readable(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception:  # missing or unreadable
+        return False
+
+
+def _restore_summary(writer: ResultsWriter, entries: list[dict], error: Any) -> int:
+    """Rewrite a trial's summary row from its result log when its file is missing or unreadable
+    (the trial finished earlier, so no callback will write it again); returns 0 or 1."""
+    entries = [e for e in entries if isinstance(e, dict) and "config" in e and "trial_id" in e]
+    if not entries:
+        return 0
+    last = entries[-1]
+    ident = trial_identity(last["config"])
+    if _readable(writer.trial_path(ident["stage"], last["trial_id"])):
+        return 0
+    config = effective_config(last["config"])
+    planned = int(config["epochs"] if config["stage"] == "search" else config["recipe"]["epochs"])
+    ran = int(last.get("epoch") or last.get("training_iteration") or 0)
+    if "nonfinite" in last:
+        status, reason = "errored", last["nonfinite"]
+    elif error is not None:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        status, reason = "errored", (lines[-1][:2000] if lines else "the trial failed")
+    elif ran < planned:
+        status, reason = "pruned", f"stopped by the scheduler after epoch {ran} of {planned}"
+    else:
+        status, reason = "completed", None
+    vals = [(e["val_acc"], int(e.get("epoch") or 0)) for e in entries if e.get("val_acc") is not None]
+    best = max(vals, key=lambda v: v[0]) if vals else None
+    writer.write_trial({
+        **ident, "trial_id": last["trial_id"], "status": status, "reason": reason, "epochs_run": ran,
+        "epochs_planned": planned, "last_val_acc": last.get("val_acc"),
+        "best_val_acc": last.get("best_val_acc", best[0] if best else None),
+        "best_epoch": last.get("best_epoch", best[1] if best else None),
+        "test_acc_last": last.get("test_acc_last"), "test_acc_best": last.get("test_acc_best"),
+        "genotype": last.get("genotype_json") or _genotype_of(last["config"]),
+        "checkpoint": last.get("checkpoint"), "wall_seconds": last.get("time_total_s"),
+        "node": last.get("node") or last.get("hostname"), "device": last.get("device"),
+        "versions": runtime_versions(),
+        "machine": {"hostname": last.get("hostname"), "node_ip": last.get("node_ip"), "pid": last.get("pid"),
+                    "node_id": last.get("node_id")}})
+    return 1
 
 
 class ResultsCallback(tune.Callback):

@@ -34,7 +34,8 @@ def trial_device(gpu_fraction: float) -> torch.device:
     """The device of the calling Ray trial, with the memory cap applied on CUDA."""
     import ray
 
-    device = choose_device(ray.get_gpu_ids(), gpu_fraction)
+    # outside a Ray process get_gpu_ids() would start a local Ray of its own
+    device = choose_device(ray.get_gpu_ids() if ray.is_initialized() else [], gpu_fraction)
     cap = memory_fraction(gpu_fraction)
     if device.type == "cuda" and cap is not None:
         torch.cuda.set_per_process_memory_fraction(cap, device)

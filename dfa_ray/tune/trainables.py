@@ -27,7 +27,7 @@ from ray import tune
 from dfa_ray.data import Dataset, load_dataset
 from dfa_ray.dfa.genotype import Genotype
 from dfa_ray.dfa.options import SearchOptions
-from dfa_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from dfa_ray.engine.checkpoint import first_line, load_checkpoint, save_checkpoint
 from dfa_ray.engine.distill import build_distill_run
 from dfa_ray.engine.recipes import Recipe
 from dfa_ray.engine.runtime import FastPath
@@ -58,6 +58,8 @@ def _node_id() -> str | None:
     """Ray's id of the node this trial runs on (host names can repeat across nodes)."""
     import ray
 
+    if not ray.is_initialized():  # get_runtime_context() would start a local Ray of its own
+        return None
     try:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # outside a Ray worker (e.g. validate_save_restore in local mode)
@@ -106,23 +108,34 @@ class _EngineTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: Any) -> None:
         path = Path(checkpoint) / STATE_FILE
         try:
-            self.run.load_state_dict(load_checkpoint(path))
+            self._restore_from(path)
             return
         except CheckpointError as exc:
             problem = str(exc)
-        # A truncated or corrupt newest checkpoint: fall back to an older one of this trial,
-        # or start over; never fail the restore (that would be retried into a crash loop).
+        # A truncated, corrupt or foreign newest checkpoint: fall back to an older one of this
+        # trial, or start over; never fail the restore (that would be retried into a crash loop).
         for older in sorted(Path(checkpoint).parent.glob("checkpoint_*"), reverse=True):
             if older == Path(checkpoint) or not (older / STATE_FILE).exists():
                 continue
             try:
-                self.run.load_state_dict(load_checkpoint(older / STATE_FILE))
+                self._restore_from(older / STATE_FILE)
                 warnings.warn(f"{problem}; continuing from the older checkpoint {older}")
                 return
             except CheckpointError:
                 continue
         warnings.warn(f"{problem}; no usable older checkpoint, the trial starts over")
         self.run = self.build(self.settings)
+
+    def _restore_from(self, path: Path) -> None:
+        """Load one state file into a fresh run; CheckpointError when it is unreadable or does
+        not hold this run's state (a half-applied state is discarded with the run)."""
+        state = load_checkpoint(path)
+        try:
+            self.run.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            self.run = self.build(self.settings)
+            raise CheckpointError(f"checkpoint {path} does not hold this trial's state "
+                                  f"({type(exc).__name__}: {first_line(exc)})") from None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.settings = effective_config(new_config)
