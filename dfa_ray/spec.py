@@ -508,6 +508,29 @@ class ResourcesSpec(_Spec):
         return v
 
 
+class FastSpec(_Spec):
+    """The fast-path switches of every trial (`dfa_ray.engine.runtime.FastPath`).
+
+    Each is true, false or null; null means auto, on where the hardware supports it:
+    channels_last on CUDA and the CPU, bf16 and cudnn_benchmark on CUDA (bf16 where the GPU
+    has it). `compile` (torch.compile) is off unless asked for: it costs minutes of
+    compilation per trial, worth it only for long trials. The search always runs in fp32
+    (see `engine.search`), whatever `bf16` says.
+    """
+
+    channels_last: Bool | None = None
+    bf16: Bool | None = None
+    compile: Bool | None = False
+    cudnn_benchmark: Bool | None = None
+
+    @field_validator("channels_last", "bf16", "compile", "cudnn_benchmark", mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, bool):
+            raise ValueError("expected true, false or null (null: auto, on where the hardware supports it)")
+        return v
+
+
 class SweepSpec(_Spec):
     """A validated sweep. Build it with `load_spec` or `parse_spec`; every field is read-only."""
 
@@ -521,6 +544,7 @@ class SweepSpec(_Spec):
     search: SearchSpec = Field(default_factory=SearchSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    fast: FastSpec = Field(default_factory=FastSpec)
 
     @field_validator("name")
     @classmethod
@@ -913,6 +937,7 @@ __all__ = [
     "DataSpec",
     "DistillSpec",
     "Distribution",
+    "FastSpec",
     "PairSpec",
     "ResourcesSpec",
     "SchedulerSpec",

@@ -1,0 +1,217 @@
+"""Ray's overhead: one trial through Tune against the same epochs through the engine alone.
+
+The trial is a teacher (resnet20 on synthetic 32 px data, 10 classes), sized so that its
+epochs take about `--seconds` (60 s) on this machine: one epoch is timed first and the
+training set is scaled to fit. Both sides run with one torch thread (a 1-CPU trial's setting)
+and checkpoint every epoch:
+- engine alone: `train_teacher` (what `dfa-ray teacher` runs: every epoch checkpointed into
+  its folder, the finished teacher written at the end);
+- through Tune: the sweep's own path, `dfa_ray.sweep.fit_experiment` with `TeacherTrainable`
+  (dataset through `tune.with_parameters`, checkpoint every epoch, keep 2, the results and
+  progress callbacks writing Parquet rows in the driver) on a local Ray started here with its
+  own temp dir (stopped at the end; only the processes of that Ray are ended).
+Overhead, end to end = the wall time of `Tuner.fit()` minus the engine's (mean of one engine
+run before and one after the Tune run, so a drift in machine load hits both alike); this is
+the figure held against the target. Also printed: Ray's machinery alone, i.e. the time
+outside the epochs (start-up of the trial's process, result reporting, checkpoints, teardown)
+minus the engine's own time outside its epochs: it cancels the epochs' compute, so other
+processes' load on a shared machine does not blur it. Starting Ray is a once-per-sweep cost
+and is printed separately, not counted per trial.
+
+Ray must bind only 127.0.0.1: when this runs outside a loopback-only network namespace it
+re-executes itself through `scripts/loopback-ns` (as `make bench` does for every benchmark).
+
+    python -m benchmarks.ray_overhead [--seconds 60] [--epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch  # noqa: F401  (torch before ray: see ray_notes.md)
+
+from benchmarks.common import machine, record
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_PERCENT = 5.0
+MODEL = "resnet20"
+
+
+# -- Ray on loopback, started and stopped here -------------------------------------------------------
+def ensure_loopback_namespace(module: str) -> None:
+    """Re-execute `python -m module argv...` inside scripts/loopback-ns unless already there."""
+    names = [name for _, name in socket.if_nameindex()]
+    if names == ["lo"]:
+        return
+    if os.environ.get("DFA_RAY_IN_LOOPBACK_NS") == "1":
+        raise RuntimeError(f"network interfaces {names} inside scripts/loopback-ns: cannot isolate Ray")
+    script = ROOT / "scripts" / "loopback-ns"
+    print(f"[{module}] re-running inside {script.relative_to(ROOT)} (Ray must bind 127.0.0.1 only)", flush=True)
+    os.chdir(ROOT)
+    os.execv(str(script), [str(script), sys.executable, "-m", module, *sys.argv[1:]])
+
+
+def _end_processes_mentioning(marker: str) -> int:
+    """End the processes whose command line or environment names `marker` (our Ray's unique
+    temp dir): what this benchmark started, nothing else."""
+    ended = 0
+    me = os.getpid()
+    for pid_text in os.listdir("/proc"):
+        if not pid_text.isdigit() or int(pid_text) == me:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid_text}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid_text}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline or marker.encode() in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_text), signal.SIGKILL)
+                ended += 1
+    return ended
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int | None = None) -> Iterator[float]:
+    """A local Ray with its own temp dir; yields the seconds it took to start."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="dfa-ray-bench-")
+    start = time.perf_counter()
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
+             log_to_driver=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
+    try:
+        yield time.perf_counter() - start
+    finally:
+        ray.shutdown()
+        _end_processes_mentioning(temp_dir)
+
+
+def sweep_spec(name: str, storage: Path, data_options: dict, recipe: dict, gpu: float = 0.0, **sections):
+    """A validated one-pair spec for the benchmark's own Tune experiments."""
+    from dfa_ray.spec import parse_spec
+
+    spec = {"name": name, "storage": str(storage), "data": {"name": "synthetic", "options": data_options},
+            "protocol": "quick", "recipe": recipe, "pairs": [{"teacher": MODEL, "student": "resnet8"}],
+            "search": {"enabled": False}, "distill": {"methods": ["vanilla"]},
+            "resources": {"cpu": 1, "gpu": gpu, "max_failures": 0}}
+    spec.update(sections)
+    return parse_spec(spec)
+
+
+# -- the two sides -----------------------------------------------------------------------------------
+def engine_alone(spec, data, out_dir: Path) -> tuple[float, float]:
+    """(wall seconds, seconds inside the epochs) of `train_teacher`'s path: build the run,
+    then every epoch checkpointed into `out_dir`, the finished teacher written at the end."""
+    from dfa_ray.engine.recipes import get_recipe
+    from dfa_ray.engine.teacher import CHECKPOINT_KIND, build_teacher_run, teacher_meta, train_in_folder
+
+    recipe = get_recipe(spec.protocol, spec.teacher_recipe_overrides())
+    device = "cuda" if spec.resources.gpu else "cpu"
+    start = time.perf_counter()
+    run = build_teacher_run(MODEL, data, recipe, spec.teachers.seed, device=device)
+    train_in_folder(run, teacher_meta(MODEL, data, recipe, spec.teachers.seed), out_dir, CHECKPOINT_KIND)
+    return time.perf_counter() - start, sum(h["seconds"] for h in run.history)
+
+
+def through_tune(spec, data) -> tuple[float, float, dict]:
+    """(wall seconds of Tuner.fit(), seconds inside the trial's epochs, last result)."""
+    from ray import tune
+
+    from dfa_ray.sweep import common_config, fit_experiment, teacher_jobs, with_data
+    from dfa_ray.tune.trainables import TeacherTrainable
+
+    _, jobs = teacher_jobs(spec, data)
+    param_space = {**common_config(spec, "teacher"), "job": jobs[0]}
+    lines: list[str] = []
+    start = time.perf_counter()
+    grid = fit_experiment(spec, "teachers", with_data(TeacherTrainable, data, spec), param_space,
+                          tune.TuneConfig(), lines.append)
+    wall = time.perf_counter() - start
+    result = grid[0]
+    if result.error is not None:
+        raise RuntimeError(f"the Tune trial failed: {result.error}")
+    return wall, float(result.metrics_dataframe["seconds"].sum()), result.metrics or {}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="the trial's length to aim for")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the trial (Tune iterations)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    ensure_loopback_namespace("benchmarks.ray_overhead")
+    from dfa_ray.data import load_dataset
+
+    torch.set_num_threads(1)  # the trial's setting (cpu: 1)
+    gpu = 1.0 if torch.cuda.is_available() else 0.0
+    device = torch.device("cuda" if gpu else "cpu")
+    info = machine(device)
+    print(f"machine: {info}")
+    wall_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dfa-ray-overhead-") as tmp:
+        root = Path(tmp)
+        recipe = {"epochs": args.epochs, "batch_size": args.batch_size}
+        # size the training set so that the trial's epochs take about --seconds
+        probe_n = 20 * args.batch_size
+        options = {"num_classes": 10, "n_train": probe_n, "n_test": 256}
+        probe = sweep_spec("probe", root / "probe", options, {**recipe, "epochs": 1}, gpu)
+        per_image = engine_alone(probe, load_dataset("synthetic", **options), root / "probe-teacher")[0] / probe_n
+        n_train = int(min(200_000, max(4 * args.batch_size, args.seconds / args.epochs / per_image)))
+        options["n_train"] = n_train
+        data = load_dataset("synthetic", **options)
+        print(f"trial: {MODEL} teacher on synthetic 32 px x {n_train} images, {args.epochs} epochs, batch "
+              f"{args.batch_size}, 1 torch thread, checkpoint every epoch; load average before "
+              f"{os.getloadavg()[0]:.2f}")
+        spec = sweep_spec("overhead", root / "tune", options, recipe, gpu)
+        engine_runs = [engine_alone(spec, data, root / "engine-1")]
+        with local_ray() as ray_start_s:
+            tune_wall, tune_epochs, metrics = through_tune(spec, data)
+        engine_runs.append(engine_alone(spec, data, root / "engine-2"))
+    load_after = os.getloadavg()[0]
+    engine = statistics.mean(w for w, _ in engine_runs)
+    engine_epochs = statistics.mean(e for _, e in engine_runs)
+    # end to end: everything, including any change in compute speed while Tune ran (on a
+    # shared machine, mostly other processes' load)
+    overhead = tune_wall - engine
+    percent = 100.0 * overhead / engine
+    # Ray's machinery: the time outside the epochs, Tune's minus the engine's own (building
+    # the run, checkpoint writes); the epochs' compute cancels, and with it the load's noise
+    machinery = (tune_wall - tune_epochs) - (engine - engine_epochs)
+    machinery_percent = 100.0 * machinery / engine
+    met = percent <= TARGET_PERCENT
+    print(f"engine alone: {engine:.1f} s (runs {', '.join(f'{w:.1f}' for w, _ in engine_runs)} s; inside the "
+          f"epochs {engine_epochs:.1f} s)")
+    print(f"through Tune: {tune_wall:.1f} s for Tuner.fit() (inside the trial's epochs {tune_epochs:.1f} s); "
+          f"starting Ray once per sweep: {ray_start_s:.1f} s (not counted)")
+    print(f"Ray overhead per trial, end to end: {overhead:.1f} s = {percent:.1f} % of the trial "
+          f"(target <= {TARGET_PERCENT} % of a 60-second trial: {'met' if met else 'NOT MET'})")
+    print(f"  of which Ray's machinery (start-up, reporting, checkpoints, teardown): {machinery:.1f} s = "
+          f"{machinery_percent:.1f} %; the epochs' compute differed by {tune_epochs - engine_epochs:+.1f} s "
+          f"(load average after {load_after:.2f})")
+    report = {"benchmark": "ray_overhead", "machine": info, "model": MODEL, "epochs": args.epochs,
+              "n_train": n_train, "engine_s": round(engine, 2), "engine_runs_s": [round(w, 2) for w, _ in engine_runs],
+              "engine_epochs_s": round(engine_epochs, 2), "tune_fit_s": round(tune_wall, 2),
+              "tune_epochs_s": round(tune_epochs, 2), "trial_steps_s": metrics.get("time_total_s"),
+              "ray_start_s": round(ray_start_s, 2), "overhead_s": round(overhead, 2),
+              "overhead_percent": round(percent, 2), "machinery_s": round(machinery, 2),
+              "machinery_percent": round(machinery_percent, 2), "target_percent": TARGET_PERCENT, "met": met,
+              "load_average_after": round(load_after, 2), "wall_s": round(time.perf_counter() - wall_start, 1)}
+    print(json.dumps(report))
+    print(f"recorded in {record(report, device)}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

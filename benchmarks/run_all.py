@@ -1,0 +1,273 @@
+"""`make bench`: every benchmark in turn, then one summary table.
+
+Each benchmark runs as its own process (`python -m benchmarks.<name>`): a crash, a hang (see
+`--timeout`) or a thread setting in one cannot touch the others. Its output is shown as it
+comes; its report is the last JSON line it prints, merged into
+`benchmarks/results/<machine>.json` with `benchmarks.common.record` (the benchmarks that
+record themselves are recorded again, harmlessly; `search_step` does not record itself). A
+benchmark that fails prints its error and the rest still run; the exit status is non-zero
+when any failed. Targets that are missed are reported in the table, not treated as failures.
+
+Run it inside the loopback-only network namespace (the Makefile does), because the Ray
+benchmarks start a local Ray: `scripts/loopback-ns .venv/bin/python -m benchmarks.run_all`.
+
+    python -m benchmarks.run_all [--only distill_step ray_overhead] [--skip search_step]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.common import machine, machine_tag, record
+
+ROOT = Path(__file__).resolve().parent.parent
+# name -> extra arguments (the benchmark's defaults are the protocol's)
+BENCHMARKS: dict[str, list[str]] = {
+    "loader": [],
+    "train_step": [],
+    "distill_step": [],
+    "search_step": [],
+    "ray_overhead": [],
+    "asha_saving": [],
+    "gpu_sharing": [],
+}
+Row = dict[str, Any]
+
+
+# -- running one benchmark ---------------------------------------------------------------------
+def run_one(name: str, extra: list[str], timeout: float | None) -> tuple[dict | None, str | None, float]:
+    """(report, error, seconds). Streams the benchmark's output; the report is its last JSON line."""
+    cmd = [sys.executable, "-m", f"benchmarks.{name}", *extra]
+    print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # its own process group: a timeout ends all it started
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            time.sleep(5)
+
+    timer = threading.Timer(timeout, stop) if timeout else None
+    if timer:
+        timer.start()
+    report: dict | None = None
+    tail: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            tail = (tail + [line.rstrip()])[-20:]
+            text = line.strip()
+            if text.startswith("{") and text.endswith("}"):
+                try:
+                    parsed = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(parsed, dict) and parsed.get("benchmark"):
+                    report = parsed
+        rc = proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+    seconds = time.perf_counter() - start
+    if timed_out.is_set():
+        return report, f"timed out after {timeout:.0f} s", seconds
+    if rc != 0:
+        last = next((t for t in reversed(tail) if t.strip()), "")
+        return report, f"exit status {rc}: {last[:300]}", seconds
+    if report is None:
+        return None, "finished without printing its JSON report", seconds
+    return report, None, seconds
+
+
+# -- the summary table: one extractor per benchmark ---------------------------------------------
+def _ratio_row(what: str, ours: str, ref: str, ratio: str, target: str, met: bool | None, device: str) -> Row:
+    return {"what": what, "ours": ours, "reference": ref, "ratio": ratio, "target": target,
+            "met": "-" if met is None else ("yes" if met else "NO"), "device": device}
+
+
+def _device(report: dict) -> str:
+    m = report.get("machine", {})
+    dev = m.get("device", "?")
+    name = m.get("device_name") or m.get("gpu") or m.get("cpu") or ""
+    threads = m.get("torch_threads") or m.get("threads")
+    return f"{dev} {name}".strip() + (f", {threads} thr" if threads and dev == "cpu" else "")
+
+
+def rows_loader(r: dict) -> list[Row]:
+    return [_ratio_row(f"loader, batch {x['batch_size']}", f"{x['device_loader_img_s']:,} img/s",
+                       f"{x['torchvision_img_s']:,} img/s", f"{x['ratio']}x", "", None, _device(r)) for x in r["results"]]
+
+
+def rows_train_step(r: dict) -> list[Row]:
+    target = r.get("target_ratio_cpu")
+    cpu = r.get("machine", {}).get("device", "cpu") == "cpu"
+    return [_ratio_row(f"train step {x['model']}, batch {x['batch_size']}", f"{x['engine_img_s']} img/s",
+                       f"{x['reference_img_s']} img/s", f"{x['ratio']}x",
+                       f">= {target}x" if target and cpu else "", (x["ratio"] >= target) if target and cpu else None,
+                       _device(r)) for x in r["results"]]
+
+
+def rows_distill_step(r: dict) -> list[Row]:
+    out = []
+    for x in r["results"]:
+        what = f"teacher step {x['pair'].split('->')[0]}" if x["step"] == "teacher" else f"{x['step']} step {x['pair']}"
+        t = x.get("target_ratio")
+        out.append(_ratio_row(f"{what}, batch {x['batch_size']}", f"{x['engine_img_s']} img/s",
+                              f"{x['reference_img_s']} img/s", f"{x['ratio']}x", f">= {t}x" if t else "", x.get("met"),
+                              _device(r)))
+    for s in r.get("search", []):
+        for o in (1, 2):
+            out.append(_ratio_row(f"DFA search step order {o} {s['pair']} (joint)", f"{s[f'order{o}_img_s']} img/s",
+                                  f"{s['distill_img_s']} img/s (distil step)", f"{s[f'order{o}_cost_vs_distill']}x cost",
+                                  "", None, _device(r)))
+    return out
+
+
+def rows_search_step(r: dict) -> list[Row]:
+    targets = r.get("targets", {"order1": 3.0, "order2": 5.0})
+    out = []
+    for x in r["results"]:
+        batch = x["batch"]
+        for o in (1, 2):
+            for schedule in ("groupwise", "joint"):
+                key = f"order{o}_{schedule}"
+                if f"{key}_s" not in x:
+                    continue
+                t = targets[f"order{o}"]
+                out.append(_ratio_row(f"DFA search step order {o} {schedule} {x['pair']}",
+                                      f"{batch / x[f'{key}_s']:.1f} img/s",
+                                      f"{batch / x['distill_s']:.1f} img/s (distil step)",
+                                      f"{x[f'{key}_ratio']:.2f}x cost", f"<= {t}x cost", x[f"{key}_ratio"] <= t,
+                                      _device(r)))
+    return out
+
+
+def rows_ray_overhead(r: dict) -> list[Row]:
+    return [_ratio_row(f"Ray overhead, one {r['engine_s']:.0f} s trial ({r['epochs']} epochs)",
+                       f"{r['tune_fit_s']} s through Tune", f"{r['engine_s']} s engine alone",
+                       f"+{r['overhead_s']} s = {r['overhead_percent']} %", f"<= {r['target_percent']} %", r["met"],
+                       _device(r)),
+            _ratio_row("  of which Ray's machinery (outside the epochs)", f"{r['machinery_s']} s", "",
+                       f"{r['machinery_percent']} %", f"<= {r['target_percent']} %",
+                       r["machinery_percent"] <= r["target_percent"], _device(r))]
+
+
+def rows_asha_saving(r: dict) -> list[Row]:
+    a, f = r["asha_best"], r["fifo_best"]
+    return [
+        _ratio_row(f"ASHA epochs, {r['trials']} search trials x {r['epochs_per_trial']}", f"{r['asha_epochs']} epochs",
+                   f"{r['fifo_epochs']} epochs (FIFO)", f"{100 * r['epoch_share']:.1f} %",
+                   f"<= {100 * r['targets']['epoch_share']:.0f} %", r["met"]["epochs"], _device(r)),
+        _ratio_row("ASHA best held-out accuracy", f"{a['val_acc']:.2f} % (lr {a['lr']:g}, lam {a['lam']:g})",
+                   f"{f['val_acc']:.2f} % (lr {f['lr']:g}, lam {f['lam']:g})",
+                   "same setting" if r["same_setting"] else f"{r['points_behind']:+.2f} pts",
+                   f"same or within {r['targets']['points']} pts", r["met"]["best"], _device(r)),
+    ]
+
+
+def rows_gpu_sharing(r: dict) -> list[Row]:
+    if r.get("skipped"):
+        return [_ratio_row(name, r["skipped"], "", "", "", None, _device(r)) for name in r.get("figures", [])]
+    out = []
+    base = r["sharing"][0]["aggregate_img_s"] if r.get("sharing") else None
+    for x in r.get("sharing", []):
+        t = r["targets"]["speedup_4_vs_1"] if x["trials"] == 4 else None
+        ratio = x["aggregate_img_s"] / base if base else float("nan")
+        out.append(_ratio_row(f"aggregate, {x['trials']} trial(s) per GPU", f"{x['aggregate_img_s']} img/s",
+                              f"{base} img/s (1 trial)", f"{ratio:.2f}x", f">= {t}x" if t else "",
+                              None if t is None else ratio >= t, r.get("card", _device(r))))
+    full = r.get("full_distillation")
+    if full:
+        t = r["targets"]["full_s"]
+        out.append(_ratio_row(f"full {full['epochs']}-epoch KD {full['pair']}, CIFAR-100 size",
+                              f"{full['wall_s'] / 60:.1f} min", "", "", f"< {t / 60:.0f} min", full["wall_s"] < t,
+                              r.get("card", _device(r))))
+    return out
+
+
+EXTRACTORS: dict[str, Callable[[dict], list[Row]]] = {
+    "loader": rows_loader, "train_step": rows_train_step, "distill_step": rows_distill_step,
+    "search_step": rows_search_step, "ray_overhead": rows_ray_overhead, "asha_saving": rows_asha_saving,
+    "gpu_sharing": rows_gpu_sharing,
+}
+
+
+def table(rows: list[Row]) -> str:
+    head = {"what": "what", "ours": "ours", "reference": "reference", "ratio": "ratio", "target": "target",
+            "met": "met", "device": "device"}
+    cols = list(head)
+    widths = {c: max(len(str(r[c])) for r in [head, *rows]) for c in cols}
+    lines = ["  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip() for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * widths[c] for c in cols))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
+    parser.add_argument("--skip", nargs="+", default=[], choices=list(BENCHMARKS), help="leave these out")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark (0: none)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
+    info = machine(device)
+    print(f"machine: {info}")
+    try:
+        print(f"load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    except OSError:
+        pass
+    rows: list[Row] = []
+    status: dict[str, dict] = {}
+    for name in names:
+        report, error, seconds = run_one(name, BENCHMARKS[name], args.timeout or None)
+        if report is not None:
+            record(report, device)
+            try:
+                rows.extend(EXTRACTORS[name](report))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+                error = error or f"report not understood ({type(exc).__name__}: {exc})"
+        if error:
+            print(f"=== {name} FAILED: {error}", flush=True)
+            rows.append(_ratio_row(name, "FAILED", "", "", "", None, str(device)))
+        status[name] = {"ok": error is None, "error": error, "seconds": round(seconds, 1)}
+    try:
+        load_after = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load_after = []
+    print("\n=== summary (" + f"machine {machine_tag(device)}: {info['device_name']}, {info['cpu_count']} CPUs, "
+          f"torch {info['torch']})")
+    print(table(rows) if rows else "(no figures)")
+    print(f"load average after: {load_after}")
+    failed = [n for n, s in status.items() if not s["ok"]]
+    summary = {"benchmark": "run_all", "machine": info, "status": status, "summary": rows,
+               "load_average_after": load_after}
+    print(f"recorded in {record(summary, device)}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+        return 1
+    print(f"all {len(names)} benchmark(s) ran")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
