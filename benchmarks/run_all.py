@@ -8,6 +8,12 @@ record themselves are recorded again, harmlessly; `search_step` does not record 
 benchmark that fails prints its error and the rest still run; the exit status is non-zero
 when any failed. Targets that are missed are reported in the table, not treated as failures.
 
+On a machine without CUDA every benchmark runs with one torch thread (`OMP_NUM_THREADS=1`
+for those without a `--threads` option), both sides alike: on the shared 2-core CI machine,
+two threads make every parallel op wait whenever another process takes a core, and a figure
+can drop 20x from one run to the next (see benchmarks/loader.py). A 1-CPU Ray trial runs with
+one thread too.
+
 Run it inside the loopback-only network namespace (the Makefile does), because the Ray
 benchmarks start a local Ray: `scripts/loopback-ns .venv/bin/python -m benchmarks.run_all`.
 
@@ -37,7 +43,9 @@ BENCHMARKS: dict[str, list[str]] = {
     "loader": [],
     "train_step": [],
     "distill_step": [],
-    "search_step": [],
+    # one torch thread, as distill_step: on the shared 2-core machine two threads make every
+    # parallel op wait for a descheduled thread, and the search/distil cost ratios swing by 2x
+    "search_step": ["--threads", "1"],
     "ray_overhead": [],
     "asha_saving": [],
     "gpu_sharing": [],
@@ -46,12 +54,13 @@ Row = dict[str, Any]
 
 
 # -- running one benchmark ---------------------------------------------------------------------
-def run_one(name: str, extra: list[str], timeout: float | None) -> tuple[dict | None, str | None, float]:
+def run_one(name: str, extra: list[str], timeout: float | None,
+            env_extra: dict[str, str] | None = None) -> tuple[dict | None, str | None, float]:
     """(report, error, seconds). Streams the benchmark's output; the report is its last JSON line."""
     cmd = [sys.executable, "-m", f"benchmarks.{name}", *extra]
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)  # its own process group: a timeout ends all it started
     timed_out = threading.Event()
@@ -222,6 +231,26 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _results(device: torch.device) -> dict:
+    path = ROOT / "benchmarks" / "results" / f"{machine_tag(device)}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _latest_rows(data: dict) -> dict[str, list[Row]]:
+    rows: dict[str, list[Row]] = {}
+    for name, extract in EXTRACTORS.items():
+        if isinstance(data.get(name), dict):
+            try:
+                rows[name] = extract(data[name])
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                continue  # a report from an older version of that benchmark
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
@@ -236,20 +265,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     except OSError:
         pass
+    env_extra = {} if device.type == "cuda" else {"OMP_NUM_THREADS": "1"}
+    if env_extra:
+        print("no CUDA: every benchmark runs with 1 torch thread (OMP_NUM_THREADS=1), both sides alike")
     rows: list[Row] = []
     status: dict[str, dict] = {}
     for name in names:
-        report, error, seconds = run_one(name, BENCHMARKS[name], args.timeout or None)
+        report, error, seconds = run_one(name, BENCHMARKS[name], args.timeout or None, env_extra)
+        found: list[Row] = []
         if report is not None:
             record(report, device)
             try:
-                rows.extend(EXTRACTORS[name](report))
+                found = EXTRACTORS[name](report)
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
                 error = error or f"report not understood ({type(exc).__name__}: {exc})"
         if error:
             print(f"=== {name} FAILED: {error}", flush=True)
-            rows.append(_ratio_row(name, "FAILED", "", "", "", None, str(device)))
-        status[name] = {"ok": error is None, "error": error, "seconds": round(seconds, 1)}
+            found.append(_ratio_row(name, "FAILED", "", "", "", None, str(device)))
+        rows.extend(found)
+        status[name] = {"ok": error is None, "error": error, "seconds": round(seconds, 1),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         load_after = [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -259,8 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows) if rows else "(no figures)")
     print(f"load average after: {load_after}")
     failed = [n for n, s in status.items() if not s["ok"]]
-    summary = {"benchmark": "run_all", "machine": info, "status": status, "summary": rows,
-               "load_average_after": load_after}
+    # the recorded summary holds the latest figures of every benchmark in the results file,
+    # so `--only X` refreshes X's rows and keeps the others' (`status` says when each last ran)
+    data = _results(device)
+    previous = data.get("run_all", {})
+    summary = {"benchmark": "run_all", "machine": info,
+               "status": {**previous.get("status", {}), **status},
+               "rows": _latest_rows(data), "load_average_after": load_after}
     print(f"recorded in {record(summary, device)}")
     if failed:
         print(f"FAILED: {', '.join(failed)}")

@@ -56,18 +56,25 @@ def test_every_address_ray_uses_is_loopback(ray_cluster):
     assert ray_cluster.util.get_node_ip_address() == "127.0.0.1"
 
 
-def test_end_to_end_sweep_with_asha_pruning(storage):
+def test_end_to_end_sweep_with_asha_pruning(ray_cluster, tmp_path):
     from dfa_ray.results import load
 
-    spec = tiny_spec("e2e", storage, search={
+    # its own storage: the teacher is trained by the sweep (TeacherTrainable), not taken from a store
+    spec = tiny_spec("e2e", tmp_path, search={
         "enabled": True, "epochs": 4, "num_samples": 4, "options": {"batch_size": 128},
         "space": {"gamma_ts": {"loguniform": [0.25, 4.0]}, "lam": {"choice": [1.0, 10.0, 100.0]}},
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
         distill={"methods": ["vanilla", "kd", "dfa", "dfa:last"], "epochs": 1})
     outcome, lines = run(spec)
-    assert any("teacher resnet14: taken from the store" in line for line in lines)
+    assert any("training 1 teacher(s): resnet14" in line for line in lines)
     epochs, trials = load(outcome.sweep_dir)
-    assert set(trials.stage) == {"search", "distill"}  # the teacher came from the store
+    assert set(trials.stage) == {"teacher", "search", "distill"}
+    teacher = trials[trials.stage == "teacher"].iloc[0]
+    assert teacher.status == "completed" and teacher.test_acc_last > 10
+    assert (tmp_path / "teachers").is_dir() and list((tmp_path / "teachers").glob("resnet14-digits-*/checkpoint.pt"))
+    # a second sweep on the same storage takes the teacher from the store
+    _, lines = run(tiny_spec("e2e-again", tmp_path, distill={"methods": ["vanilla"], "epochs": 1}))
+    assert any("teacher resnet14: taken from the store" in line for line in lines)
     search = trials[trials.stage == "search"]
     assert len(search) == 4
     assert (search.status == "pruned").sum() >= 1, search[["status", "epochs_run"]]
