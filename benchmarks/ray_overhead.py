@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -96,6 +97,7 @@ def local_ray(num_cpus: int | None = None) -> Iterator[float]:
     finally:
         ray.shutdown()
         _end_processes_mentioning(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)  # session logs: /tmp would grow with every run
 
 
 def sweep_spec(name: str, storage: Path, data_options: dict, recipe: dict, gpu: float = 0.0, **sections):
