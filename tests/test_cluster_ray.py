@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,21 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from raytest import assert_loopback_only, kill_processes_mentioning, tiny_spec, train_store_teacher, wait_for, write_spec
+from raytest import (assert_loopback_only, free_port, kill_processes_mentioning, listening, stop_started_nodes,
+                      tiny_spec, train_store_teacher, wait_for, write_spec)
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def alive_nodes(address: str, env: dict) -> int:
@@ -77,16 +65,7 @@ def test_ray_job_submit_on_a_two_node_loopback_cluster(tmp_path):
         assert submit.returncode == 0, output[-4000:]
         assert "succeeded" in output, output[-4000:]
     finally:
-        for proc in started:  # stop exactly the nodes this test started
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in started:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_started_nodes(started)  # exactly the nodes this test started
         kill_processes_mentioning(head_tmp)
         kill_processes_mentioning(worker_tmp)
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ from pathlib import Path
 import pytest
 import torch  # noqa: F401  (torch before ray)
 
-from raytest import assert_loopback_only, kill_processes_mentioning, tiny_spec, train_store_teacher, wait_for, write_spec
+from raytest import (assert_loopback_only, free_port, kill_processes_mentioning, listening, stop_started_nodes,
+                      tiny_spec, train_store_teacher, wait_for, write_spec)
 from reliability import record
 
 pytestmark = pytest.mark.ray
@@ -144,17 +144,6 @@ def compare_with_baseline(cov: dict, base: dict, errored: set = frozenset()) -> 
 
 
 # -- 1. a worker node killed during a sweep ------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def cluster_nodes(address: str, env: dict) -> list[dict]:
     code = ("import torch, ray, json; ray.init(address=%r, logging_level='ERROR');"
             "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], 'head': 'node:__internal_head__' in "
@@ -285,16 +274,7 @@ def test_a_killed_worker_node_does_not_stop_the_sweep(storage, tmp_path, request
         if driver is not None and driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
-        for proc in started:  # stop exactly the nodes this test started
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in started:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_started_nodes(started)  # exactly the nodes this test started
         kill_processes_mentioning(head_tmp)
         kill_node(worker_tmp)
         for folder in (head_tmp, worker_tmp):
