@@ -127,6 +127,14 @@ def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict
     return grid
 
 
+def grid_tune_config(spec: SweepSpec) -> Any:
+    """A grid experiment's TuneConfig. Actors are reused: the next trial of a slot runs in the
+    process of the one before (`reset_config`), skipping a fresh worker's start-up."""
+    from ray import tune
+
+    return tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=True)
+
+
 def with_data(cls: type, data: Dataset, spec: SweepSpec) -> Any:
     """The trainable with the dataset in the object store (once) and the spec's resources."""
     from ray import tune
@@ -173,7 +181,7 @@ def run_teachers(spec: SweepSpec, data: Dataset, log: Logger, callbacks: list | 
         log(f"[sweep] training {len(jobs)} teacher(s): {', '.join(j['model'] for j in jobs)}")
         param_space = {**common_config(spec, "teacher"), "job": tune.grid_search(jobs)}
         fit_experiment(spec, "teachers", with_data(TeacherTrainable, data, spec), param_space,
-                       tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent), log, callbacks)
+                       grid_tune_config(spec), log, callbacks)
     missing = [m for m, f in folders.items() if not teacher_finished(f)]
     if missing:
         raise ConfigError(f"teacher training failed for {', '.join(missing)}; see the errored trials under "
@@ -208,7 +216,8 @@ def search_tune_config(spec: SweepSpec) -> Any:
         search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=spec.resources.max_concurrent or 0)
         max_concurrent = None
     return tune.TuneConfig(metric=s.metric, mode=s.mode, scheduler=scheduler, search_alg=search_alg,
-                           num_samples=s.num_samples, max_concurrent_trials=max_concurrent)
+                           num_samples=s.num_samples, max_concurrent_trials=max_concurrent,
+                           reuse_actors=True)
 
 
 def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: Logger,
@@ -286,7 +295,7 @@ def run_distill(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], genot
     log(f"[sweep] distilling: {len(jobs)} trial(s) = pairs x methods x seeds")
     param_space = {**common_config(spec, "distill"), "job": tune.grid_search(jobs)}
     fit_experiment(spec, "distill", with_data(DistillTrainable, data, spec), param_space,
-                   tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent), log, callbacks)
+                   grid_tune_config(spec), log, callbacks)
 
 
 # -- the whole sweep -----------------------------------------------------------------------------

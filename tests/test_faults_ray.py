@@ -413,6 +413,29 @@ def test_with_every_checkpoint_broken_the_trial_starts_over(trial_checkpoints, t
            "and reproduces epoch 1; no exception", 0)
 
 
+def test_a_reused_actor_runs_the_next_trial_as_a_fresh_one_would(trial_checkpoints):
+    """The sweep reuses actors (reuse_actors=True): `reset_config` must keep nothing of the
+    trial before it. Another trial (vanilla, seed 1), then the kd trial in the same process,
+    reproduces the kd trial's epochs exactly; a paused trial resumed in a reused actor (reset,
+    then Tune loads its checkpoint) continues it exactly."""
+    config, data, pristine, metrics = trial_checkpoints
+    other = {**config, "method": "vanilla", "seed": 1}
+    trainable = make_trainable(other, data)
+    assert trainable.step()["train_loss"] != metrics[1]["train_loss"]
+    assert trainable.reset_config(dict(config)) is True
+    assert trainable.run.epoch == 0 and trainable.settings["method"] == "kd"
+    replay = [trainable.step() for _ in (1, 2)]
+    for epoch, result in zip((1, 2), replay):
+        for key in ("train_loss", "val_acc", "val_loss"):
+            assert result[key] == metrics[epoch][key], (epoch, key)
+    trainable.reset_config(dict(other))
+    trainable.step()
+    trainable.reset_config(dict(config))
+    trainable.load_checkpoint(str(pristine / "checkpoint_000001"))
+    assert trainable.run.epoch == 1
+    assert trainable.step()["train_loss"] == metrics[2]["train_loss"]
+
+
 # -- 3. a loss that turns NaN / inf ------------------------------------------------------------------
 def test_a_nonfinite_loss_errors_that_trial_and_the_sweep_goes_on(storage, baseline):
     from dfa_ray.spec import parse_spec

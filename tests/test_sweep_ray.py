@@ -3,6 +3,7 @@ network namespace that `make test` provides, stopped by this module)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -84,6 +85,10 @@ def test_end_to_end_sweep_with_asha_pruning(ray_cluster, tmp_path):
     assert (distill.status == "completed").all() and distill.test_acc_last.notna().all()
     assert not epochs.duplicated(["stage", "trial_id", "epoch"]).any()
     assert (epochs[epochs.stage == "search"].alphas.notna()).all()
+    # actors are reused: 4 distill trials, at most 2 at a time, ran in at most 2 processes
+    pids = {json.loads(line)["pid"] for f in (outcome.sweep_dir / "tune" / "distill").glob("*/result.json")
+            for line in f.read_text().splitlines() if line.strip()}
+    assert 1 <= len(pids) <= 2, pids
     genotype = (outcome.sweep_dir / "genotypes" / "resnet14-to-resnet8.json")
     assert genotype.exists() and outcome.genotypes["resnet14->resnet8"]["student"] == "resnet8"
     # the dfa trial distilled with the best search trial's genotype
@@ -101,7 +106,6 @@ def test_optuna_proposes_the_search_settings(storage):
     outcome, _ = run(spec)
     experiment = outcome.sweep_dir / "tune" / "search-resnet14-to-resnet8"
     assert list(experiment.glob("searcher-state-*")), "Optuna's searcher state is saved with the experiment"
-    import json
 
     _, trials = load(outcome.sweep_dir)
     values = [json.loads(c)["options.gamma_ts"] for c in trials.config]
