@@ -6,10 +6,17 @@ the weight learning rate and the feature-loss weight lambda (log-uniform in `--l
 `--lam-range`), `--trials` trials of `--epochs` search epochs each. Both experiments draw their
 trials with the same searcher seed, so they run exactly the same settings in the same order,
 and every trial is seeded, so a trial reaches the same accuracy at the same epoch in both; the
-only difference is the scheduler. ASHA runs with the reduction factor 3 of Li et al. (2020)
-and a grace period of 1 epoch, so its rungs are at 1, 3 and 9 epochs. Both go through the sweep's own code (`search_tune_config`,
-`fit_experiment`, `SearchTrainable`) on a local Ray started here (its own temp dir, 1 CPU per
-trial). The teacher is trained once, without Ray, into the shared teacher store.
+only difference is the scheduler (checked: every ASHA trial's accuracies are the first epochs
+of the same setting's FIFO run). ASHA runs with a grace period of 2 epochs and a reduction
+factor of 4, so its rungs are at 2 and 8 epochs of 18. Why these, measured on this machine
+(`make bench` history, README): after 1 epoch a search's held-out accuracy is anti-correlated
+with its final one (low learning rates lead early), so grace 1 pruned the best settings (12
+trials x 9 epochs, reduction 3: 26 % of the epochs, 0.55 points behind); and Tune's
+asynchronous ASHA promotes the first trials to reach a rung on few comparisons, so with 12-24
+trials a reduction factor of 3 ran 43-50 % of the epochs. Both go through the sweep's own code
+(`search_tune_config`, `fit_experiment`, `SearchTrainable`) on a local Ray started here (its
+own temp dir, 1 CPU per trial). The teacher is trained once, without Ray, into the shared
+teacher store.
 
 Figures: epochs run by each (sum over trials of the epochs each trial ran), ASHA's share of
 FIFO's; the best held-out accuracy (the search's `val_acc` on the architecture split at the
@@ -17,7 +24,7 @@ last epoch, among trials that ran every epoch: what the sweep uses to pick the g
 the setting that reached it. Targets (issue 6): ASHA runs <= 40 % of the epochs and finds the
 same setting or one within 0.5 points.
 
-    python -m benchmarks.asha_saving [--trials 12] [--epochs 9] [--grace 1] [--reduction 3]
+    python -m benchmarks.asha_saving [--trials 24] [--epochs 18] [--grace 2] [--reduction 4] [--seed 0]
 """
 
 from __future__ import annotations
@@ -94,6 +101,17 @@ def run_search(spec, data, teacher_dir: Path) -> tuple[list[dict], float]:
     return trials, wall
 
 
+def check_same_trajectories(asha: list[dict], fifo: list[dict]) -> None:
+    """The comparison holds only if a setting learns the same under both schedulers (seeded
+    trials): every ASHA trial's accuracies must be the start of its FIFO twin's."""
+    fifo_by_setting = {(t["lr"], t["lam"]): t["val_acc_by_epoch"] for t in fifo}
+    for t in asha:
+        twin = fifo_by_setting[(t["lr"], t["lam"])]
+        if t["val_acc_by_epoch"] != twin[: len(t["val_acc_by_epoch"])]:
+            raise RuntimeError(f"setting lr {t['lr']:.4g}, lam {t['lam']:.4g} learned differently under ASHA "
+                               f"({t['val_acc_by_epoch']}) and FIFO ({twin}): trials are not reproducible")
+
+
 def best(trials: list[dict], epochs: int) -> dict:
     full = [t for t in trials if t["epochs"] >= epochs] or trials
     return max(full, key=lambda t: t["val_acc"])
@@ -101,10 +119,10 @@ def best(trials: list[dict], epochs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12, help="settings drawn by the random searcher")
-    parser.add_argument("--epochs", type=int, default=9, help="search epochs per trial (ASHA's max_t)")
-    parser.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs)")
-    parser.add_argument("--reduction", type=float, default=3.0, help="ASHA reduction factor")
+    parser.add_argument("--trials", type=int, default=24, help="settings drawn by the random searcher")
+    parser.add_argument("--epochs", type=int, default=18, help="search epochs per trial (ASHA's max_t)")
+    parser.add_argument("--grace", type=int, default=2, help="ASHA grace period (epochs)")
+    parser.add_argument("--reduction", type=float, default=4.0, help="ASHA reduction factor")
     parser.add_argument("--lr-range", type=float, nargs=2, default=[0.005, 0.2])
     parser.add_argument("--lam-range", type=float, nargs=2, default=[0.1, 100.0])
     parser.add_argument("--seed", type=int, default=0, help="the random searcher's seed (same for both)")
@@ -133,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
             fifo, fifo_wall = run_search(fifo_spec, data, teacher_dir)
     if sorted((t["lr"], t["lam"]) for t in asha) != sorted((t["lr"], t["lam"]) for t in fifo):
         raise RuntimeError("ASHA and FIFO drew different settings; the comparison needs the same trials")
+    check_same_trajectories(asha, fifo)
     asha_epochs, fifo_epochs = sum(t["epochs"] for t in asha), sum(t["epochs"] for t in fifo)
     share = asha_epochs / fifo_epochs
     asha_best, fifo_best = best(asha, args.epochs), best(fifo, args.epochs)

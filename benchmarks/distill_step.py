@@ -86,14 +86,16 @@ class ReferenceLoop:
     def __init__(self, step: str, tname: str, sname: str, data: Dataset, batch_size: int, device: torch.device):
         torch.manual_seed(0)
         self.step, self.device, self.batch_size = step, device, batch_size
-        self.teacher = freeze(create_model(tname, num_classes=NUM_CLASSES)).to(device)
         if step == "teacher":
+            self.teacher = None
             self.model = create_model(tname, num_classes=NUM_CLASSES).to(device)
             self.forward_train: Callable = self._plain
         elif step == "kd":
+            self.teacher = freeze(create_model(tname, num_classes=NUM_CLASSES)).to(device)
             self.model = create_model(sname, num_classes=NUM_CLASSES).to(device)
             self.forward_train = self._kd
         else:
+            self.teacher = freeze(create_model(tname, num_classes=NUM_CLASSES)).to(device)
             student = create_model(sname, num_classes=NUM_CLASSES)
             pairing = pair_groups(self.teacher, student, 32, tname, sname)
             genotype = reference_genotype("average", pairing, tname, sname, "synthetic")
@@ -124,13 +126,18 @@ class ReferenceLoop:
             self.iterator = iter(self.loader)
             return next(self.iterator)
 
-    def __call__(self, batches: int) -> float:
+    def __call__(self, batches: int, compute_only: bool = False) -> float:
+        """Images/s of `batches` steps. `compute_only`: the same steps on one batch drawn
+        before the clock starts, i.e. the reference with an infinitely fast data path: the
+        most any loader could give at its layout and precision."""
         self.model.train()
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
+        fixed = self._next() if compute_only else None
         sync(self.device)
         start = time.perf_counter()
         for _ in range(batches):
-            x, y = self._next()
+            x, y = fixed if fixed is not None else self._next()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             out, loss = self.forward_train(x, y)
             self.optimizer.zero_grad()
@@ -156,17 +163,9 @@ def bench_step(step: str, tname: str, sname: str, args, device: torch.device) ->
     ref_data = synthetic((args.rounds + 1) * args.batches * args.batch_size)
     run = engine_run(step, tname, sname, ours_data, args.batch_size, device, args.fast)
     ref = ReferenceLoop(step, tname, sname, ref_data, args.batch_size, device)
-    ours_runs: list[float] = []
-    ref_runs: list[float] = []
     try:
-        for r in range(args.rounds + 1):
-            sides = [("ours", lambda: run.step()["images_per_s"]), ("ref", lambda: ref(args.batches))]
-            if r % 2:
-                sides.reverse()  # alternate who goes first, so a drift in load hits both alike
-            for side, fn in sides:
-                value = fn()
-                if r > 0:  # round 0 warms up (allocator, kernels, the reference's workers)
-                    (ours_runs if side == "ours" else ref_runs).append(value)
+        ours_runs, ref_runs, compute_runs = alternate_rounds(lambda: run.step()["images_per_s"], ref, args.batches,
+                                                             args.rounds)
     finally:
         ref.close()
     ours, reference = statistics.median(ours_runs), statistics.median(ref_runs)
@@ -177,8 +176,35 @@ def bench_step(step: str, tname: str, sname: str, args, device: torch.device) ->
         "engine_img_s": round(ours, 1), "reference_img_s": round(reference, 1), "ratio": round(ours / reference, 2),
         "target_ratio": target, "met": None if target is None else ours / reference >= target,
         "engine_runs": [round(v, 1) for v in ours_runs], "reference_runs": [round(v, 1) for v in ref_runs],
-        "fast_path": run.fast.to_dict(),
+        **ceiling_figures(ours, reference, compute_runs), "fast_path": run.fast.to_dict(),
     }
+
+
+def alternate_rounds(ours: Callable[[], float], ref: ReferenceLoop, batches: int,
+                     rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Images/s of ours, of the reference loop and of the reference's compute alone, round by
+    round, alternating who goes first so that a drift in load hits every side alike; round 0
+    warms up (allocator, kernels, the reference's workers) and is not kept."""
+    kept: dict[str, list[float]] = {"ours": [], "ref": [], "compute": []}
+    for r in range(rounds + 1):
+        sides = [("ours", ours), ("ref", lambda: ref(batches)), ("compute", lambda: ref(batches, compute_only=True))]
+        if r % 2:
+            sides.reverse()
+        for side, fn in sides:
+            value = fn()
+            if r > 0:
+                kept[side].append(value)
+    return kept["ours"], kept["ref"], kept["compute"]
+
+
+def ceiling_figures(ours: float, reference: float, compute_runs: list[float]) -> dict:
+    """How much of the reference's step its data path takes, and so the most a faster loader
+    alone could give (at the reference's layout and precision)."""
+    compute = statistics.median(compute_runs)
+    return {"reference_compute_img_s": round(compute, 1),
+            "reference_data_share": round(max(0.0, 1.0 - reference / compute), 3),
+            "loader_ceiling_ratio": round(compute / reference, 2),
+            "engine_vs_reference_compute": round(ours / compute, 2)}
 
 
 def bench_search(tname: str, sname: str, batch_size: int, device: torch.device) -> dict:
@@ -236,6 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
             what = f"teacher {tname}" if step == "teacher" else f"{step} {pair}"
             print(f"{what:<32} ours {r['engine_img_s']:8.1f} img/s | reference {r['reference_img_s']:8.1f} img/s | "
                   f"ratio {r['ratio']:5.2f}x ({goal})", flush=True)
+            print(f"{'':<32} the reference's compute alone (no data path) {r['reference_compute_img_s']:8.1f} img/s: "
+                  f"its data path is {100 * r['reference_data_share']:.1f} % of its step, so a loader alone could give "
+                  f"at most {r['loader_ceiling_ratio']:.2f}x; ours / that ceiling {r['engine_vs_reference_compute']:.2f}x",
+                  flush=True)
         if args.search:
             s = bench_search(tname, sname, args.batch_size, device)
             searches.append(s)

@@ -8,11 +8,12 @@ record themselves are recorded again, harmlessly; `search_step` does not record 
 benchmark that fails prints its error and the rest still run; the exit status is non-zero
 when any failed. Targets that are missed are reported in the table, not treated as failures.
 
-On a machine without CUDA every benchmark runs with one torch thread (`OMP_NUM_THREADS=1`
-for those without a `--threads` option), both sides alike: on the shared 2-core CI machine,
-two threads make every parallel op wait whenever another process takes a core, and a figure
-can drop 20x from one run to the next (see benchmarks/loader.py). A 1-CPU Ray trial runs with
-one thread too.
+Threads (`--threads`): by default every CPU benchmark uses torch's default, all cores, both
+sides alike: the machine as a researcher runs the reference loop on it. Measure on a quiet
+machine: with 2 threads on 2 cores, another busy process makes every parallel op wait for a
+descheduled thread and a figure can drop several-fold (see benchmarks/loader.py); on a shared
+machine `--threads 1` (`OMP_NUM_THREADS=1` and each benchmark's `--threads 1`) is robust. The
+Ray benchmarks' trials run with one thread each (a 1-CPU trial's setting) either way.
 
 Run it inside the loopback-only network namespace (the Makefile does), because the Ray
 benchmarks start a local Ray: `scripts/loopback-ns .venv/bin/python -m benchmarks.run_all`.
@@ -43,14 +44,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "loader": [],
     "train_step": [],
     "distill_step": [],
-    # one torch thread, as distill_step: on the shared 2-core machine two threads make every
-    # parallel op wait for a descheduled thread, and the search/distil cost ratios swing by 2x
-    "search_step": ["--threads", "1"],
+    "search_step": [],
     "ray_overhead": [],
     "asha_saving": [],
     "gpu_sharing": [],
 }
 Row = dict[str, Any]
+THREADED = ("loader", "distill_step", "search_step")  # those with a --threads option
 
 
 # -- running one benchmark ---------------------------------------------------------------------
@@ -108,6 +108,12 @@ def run_one(name: str, extra: list[str], timeout: float | None,
     return report, None, seconds
 
 
+def thread_arguments(name: str, threads: int) -> list[str]:
+    """`--threads N` for the benchmarks that set torch's threads themselves (distill_step's
+    own default is 1 on a CPU, so it is always told)."""
+    return ["--threads", str(threads)] if name in THREADED else []
+
+
 # -- the summary table: one extractor per benchmark ---------------------------------------------
 def _ratio_row(what: str, ours: str, ref: str, ratio: str, target: str, met: bool | None, device: str) -> Row:
     return {"what": what, "ours": ours, "reference": ref, "ratio": ratio, "target": target,
@@ -127,13 +133,26 @@ def rows_loader(r: dict) -> list[Row]:
                        f"{x['torchvision_img_s']:,} img/s", f"{x['ratio']}x", "", None, _device(r)) for x in r["results"]]
 
 
+def _ceiling_row(x: dict, device: str) -> list[Row]:
+    """The reference's compute alone: what share of its step its data path takes."""
+    if "reference_compute_img_s" not in x:
+        return []
+    return [_ratio_row("  reference's compute alone (no data path)", f"{x['engine_img_s']} img/s",
+                       f"{x['reference_compute_img_s']} img/s", f"{x['engine_vs_reference_compute']}x",
+                       f"data path {100 * x['reference_data_share']:.1f} % of the reference's step", None, device)]
+
+
 def rows_train_step(r: dict) -> list[Row]:
     target = r.get("target_ratio_cpu")
     cpu = r.get("machine", {}).get("device", "cpu") == "cpu"
-    return [_ratio_row(f"train step {x['model']}, batch {x['batch_size']}", f"{x['engine_img_s']} img/s",
-                       f"{x['reference_img_s']} img/s", f"{x['ratio']}x",
-                       f">= {target}x" if target and cpu else "", (x["ratio"] >= target) if target and cpu else None,
-                       _device(r)) for x in r["results"]]
+    out = []
+    for x in r["results"]:
+        out.append(_ratio_row(f"train step {x['model']}, batch {x['batch_size']}", f"{x['engine_img_s']} img/s",
+                              f"{x['reference_img_s']} img/s", f"{x['ratio']}x",
+                              f">= {target}x" if target and cpu else "",
+                              (x["ratio"] >= target) if target and cpu else None, _device(r)))
+        out.extend(_ceiling_row(x, _device(r)))
+    return out
 
 
 def rows_distill_step(r: dict) -> list[Row]:
@@ -144,6 +163,7 @@ def rows_distill_step(r: dict) -> list[Row]:
         out.append(_ratio_row(f"{what}, batch {x['batch_size']}", f"{x['engine_img_s']} img/s",
                               f"{x['reference_img_s']} img/s", f"{x['ratio']}x", f">= {t}x" if t else "", x.get("met"),
                               _device(r)))
+        out.extend(_ceiling_row(x, _device(r)))
     for s in r.get("search", []):
         for o in (1, 2):
             out.append(_ratio_row(f"DFA search step order {o} {s['pair']} (joint)", f"{s[f'order{o}_img_s']} img/s",
@@ -259,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
     parser.add_argument("--skip", nargs="+", default=[], choices=list(BENCHMARKS), help="leave these out")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark (0: none)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of every CPU benchmark (0: torch's default, all cores)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
@@ -268,13 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     except OSError:
         pass
-    env_extra = {} if device.type == "cuda" else {"OMP_NUM_THREADS": "1"}
-    if env_extra:
-        print("no CUDA: every benchmark runs with 1 torch thread (OMP_NUM_THREADS=1), both sides alike")
+    env_extra = {"OMP_NUM_THREADS": str(args.threads)} if args.threads > 0 else {}
+    if device.type == "cpu":
+        print(f"CPU: every benchmark runs with {args.threads or 'all'} torch thread(s), both sides alike")
     rows: list[Row] = []
     status: dict[str, dict] = {}
     for name in names:
-        report, error, seconds = run_one(name, BENCHMARKS[name], args.timeout or None, env_extra)
+        report, error, seconds = run_one(name, BENCHMARKS[name] + thread_arguments(name, args.threads),
+                                         args.timeout or None, env_extra)
         found: list[Row] = []
         if report is not None:
             record(report, device)

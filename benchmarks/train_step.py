@@ -5,6 +5,9 @@ normalise on the device, no per-step host sync, the fast path where the device h
 timed over its second epoch. Reference: the loop most CIFAR code runs (torchvision DataLoader
 with PIL RandomCrop/Flip/ToTensor/Normalize in worker processes, fp32, NCHW, `loss.item()`
 every step for the running average). Same model, batch size, optimiser and number of images.
+Also timed: the reference's compute alone (its loop on one batch drawn before the clock
+starts), which bounds what any data path can give at the reference's layout and precision.
+The three sides alternate round by round; medians are reported.
 
     python -m benchmarks.train_step [--models resnet20 resnet8x4] [--batches 40] [--device cpu]
 """
@@ -14,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
-from benchmarks.common import REFERENCE_WORKERS, machine, record, reference_loader, sync
+from benchmarks.common import REFERENCE_WORKERS, machine, record
+from benchmarks.distill_step import ReferenceLoop, alternate_rounds, ceiling_figures
 from dfa_ray.data import load_dataset
 from dfa_ray.engine.recipes import get_recipe
 from dfa_ray.engine.teacher import build_teacher_run
-from dfa_ray.models import create_model
 
 HOLDOUT = 0.02  # keep the engine's per-epoch validation pass small; it is not timed anyway
 
@@ -33,32 +34,6 @@ def time_engine(model_name: str, data, batch_size: int, device: str) -> float:
     run = build_teacher_run(model_name, data, recipe, seed=0, device=device)
     run.step()  # warm-up epoch (allocator, kernels)
     return run.step()["images_per_s"]
-
-
-def time_reference(model_name: str, data, batch_size: int, batches: int, device: torch.device) -> float:
-    torch.manual_seed(0)
-    model = create_model(model_name, num_classes=data.info.num_classes).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loader = reference_loader(data.train.images, data.train.labels, data.info.mean, data.info.std, batch_size,
-                              pin_memory=device.type == "cuda")
-    model.train()
-    it = iter(loader)
-    losses, correct = [], 0
-    for step in range(batches + 3):
-        if step == 3:  # after the workers started and a warm-up
-            sync(device)
-            start = time.perf_counter()
-        x, y = next(it)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        correct += (out.argmax(1) == y).sum().item()
-    sync(device)
-    return batches * batch_size / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,16 +52,24 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"reference: DataLoader + PIL transforms, num_workers={REFERENCE_WORKERS}, fp32, NCHW, loss.item() per step")
     results = []
     for name in args.models:
-        ours_runs, ref_runs = [], []
-        for _ in range(args.rounds):
-            ours_runs.append(time_engine(name, data, args.batch_size, args.device))
-            ref_runs.append(time_reference(name, data, args.batch_size, args.batches, device))
-        ours, ref = statistics.median(ours_runs), statistics.median(ref_runs)
-        results.append({"model": name, "batch_size": args.batch_size, "engine_img_s": round(ours, 1),
-                        "reference_img_s": round(ref, 1), "ratio": round(ours / ref, 2),
-                        "engine_runs": [round(v, 1) for v in ours_runs], "reference_runs": [round(v, 1) for v in ref_runs]})
-        print(f"{name:<10} batch {args.batch_size}: engine {ours:9.1f} img/s | reference {ref:9.1f} img/s | "
-              f"ratio {ours / ref:5.2f}x (target >= 1.3x on the 2-core CPU)")
+        ref = ReferenceLoop("teacher", name, "", data, args.batch_size, device)
+        try:
+            ours_runs, ref_runs, compute_runs = alternate_rounds(
+                lambda: time_engine(name, data, args.batch_size, args.device), ref, args.batches, args.rounds)
+        finally:
+            ref.close()
+        ours, reference = statistics.median(ours_runs), statistics.median(ref_runs)
+        row = {"model": name, "batch_size": args.batch_size, "engine_img_s": round(ours, 1),
+               "reference_img_s": round(reference, 1), "ratio": round(ours / reference, 2),
+               "engine_runs": [round(v, 1) for v in ours_runs], "reference_runs": [round(v, 1) for v in ref_runs],
+               **ceiling_figures(ours, reference, compute_runs)}
+        results.append(row)
+        print(f"{name:<10} batch {args.batch_size}: engine {ours:9.1f} img/s | reference {reference:9.1f} img/s | "
+              f"ratio {ours / reference:5.2f}x (target >= 1.3x on the 2-core CPU)")
+        print(f"{'':<10} the reference's compute alone (no data path) {row['reference_compute_img_s']:9.1f} img/s: its "
+              f"data path is {100 * row['reference_data_share']:.1f} % of its step, so a loader alone could give at most "
+              f"{row['loader_ceiling_ratio']:.2f}x; ours / that ceiling {row['engine_vs_reference_compute']:.2f}x",
+              flush=True)
     report = {"benchmark": "train_step", "machine": info, "results": results, "target_ratio_cpu": 1.3}
     print(json.dumps(report))
     print(f"recorded in {record(report, device)}")
