@@ -1,0 +1,88 @@
+"""The benchmarks' own arithmetic and bookkeeping (not their timings: those are measured by
+`make bench`, never by tests): the data-path ceiling, the alternation of rounds, the ASHA
+comparison's reproducibility check, the thread arguments of `make bench`, and the summary
+table read back from the committed results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `benchmarks` is a folder of the repository, not an installed package
+
+from benchmarks import run_all  # noqa: E402
+from benchmarks.asha_saving import check_same_trajectories  # noqa: E402
+from benchmarks.distill_step import alternate_rounds, ceiling_figures  # noqa: E402
+
+
+def test_ceiling_figures_bound_what_a_loader_can_give():
+    figures = ceiling_figures(ours=120.0, reference=100.0, compute_runs=[110.0, 130.0, 125.0])
+    assert figures["reference_compute_img_s"] == 125.0  # the median
+    assert figures["reference_data_share"] == pytest.approx(0.2)  # 1 - 100 / 125
+    assert figures["loader_ceiling_ratio"] == 1.25
+    assert figures["engine_vs_reference_compute"] == 0.96
+    # a reference faster than its own compute alone (noise) is a data share of 0, not negative
+    assert ceiling_figures(100.0, 101.0, [100.0])["reference_data_share"] == 0.0
+
+
+class FakeReference:
+    """Stands in for ReferenceLoop: records the order of calls, returns a distinct value each."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def __call__(self, batches: int, compute_only: bool = False) -> float:
+        self.calls.append("compute" if compute_only else "ref")
+        return float(len(self.calls))
+
+
+def test_rounds_alternate_and_the_warm_up_round_is_dropped():
+    calls: list[str] = []
+
+    def ours() -> float:
+        calls.append("ours")
+        return float(len(calls))
+
+    kept_ours, kept_ref, kept_compute = alternate_rounds(ours, FakeReference(calls), batches=3, rounds=2)
+    assert calls == ["ours", "ref", "compute", "compute", "ref", "ours", "ours", "ref", "compute"]
+    # round 0 (calls 1-3) is the warm-up; the values are the call numbers of rounds 1 and 2
+    assert kept_ours == [6.0, 7.0] and kept_ref == [5.0, 8.0] and kept_compute == [4.0, 9.0]
+
+
+def trial(lr: float, lam: float, accs: list[float]) -> dict:
+    return {"lr": lr, "lam": lam, "epochs": len(accs), "val_acc": accs[-1], "val_acc_by_epoch": accs}
+
+
+def test_the_asha_comparison_requires_reproducible_trials():
+    fifo = [trial(0.1, 1.0, [50.0, 80.0, 90.0]), trial(0.01, 3.0, [40.0, 70.0, 85.0])]
+    check_same_trajectories([trial(0.1, 1.0, [50.0]), trial(0.01, 3.0, [40.0, 70.0, 85.0])], fifo)
+    with pytest.raises(RuntimeError, match=r"lr 0\.01, lam 3 learned differently under ASHA"):
+        check_same_trajectories([trial(0.1, 1.0, [50.0]), trial(0.01, 3.0, [40.0, 71.0])], fifo)
+
+
+def test_make_bench_tells_the_threaded_benchmarks_their_threads():
+    assert run_all.thread_arguments("distill_step", 0) == ["--threads", "0"]  # its own CPU default is 1
+    assert run_all.thread_arguments("search_step", 1) == ["--threads", "1"]
+    assert run_all.thread_arguments("asha_saving", 1) == []  # its trials set their own threads
+    assert set(run_all.THREADED) <= set(run_all.BENCHMARKS)
+
+
+def test_the_committed_results_file_reads_back_into_the_summary_table():
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert files, "benchmarks/results/ holds the figures the README quotes"
+    for path in files:
+        data = json.loads(path.read_text())
+        rows = run_all._latest_rows(data)
+        present = {name for name in run_all.EXTRACTORS if isinstance(data.get(name), dict)}
+        assert set(rows) == present, f"{path.name}: reports no extractor understands: {present - set(rows)}"
+        for name, found in rows.items():
+            assert found, name
+            assert all(r["met"] in ("yes", "NO", "-") for r in found), name
+        table = run_all.table([r for found in rows.values() for r in found])
+        assert table.splitlines()[0].split() == ["what", "ours", "reference", "ratio", "target", "met", "device"]
+        if "ray_overhead" in rows:
+            assert "engine, fresh process" in table and "reused actor" in table
