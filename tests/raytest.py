@@ -1,15 +1,18 @@
 """Helpers for tests that start Ray: the loopback-namespace check, tiny sweep specs, a teacher
-store trained without Ray, and scoped clean-up of the Ray processes a test started."""
+store trained without Ray, a local Ray started and stopped in the test process, and scoped clean-up of the Ray processes a test started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -63,6 +66,24 @@ def train_store_teacher(spec_dict: dict[str, Any]) -> Path:
         recipe = get_recipe(spec.protocol, spec.teacher_recipe_overrides())
         train_teacher(job["model"], data, recipe, job["seed"], job["store_dir"], device="cpu")
     return folders[spec.pairs[0].teacher]
+
+
+@contextlib.contextmanager
+def local_ray(prefix: str) -> Iterator[Any]:
+    """A local Ray (2 CPUs) with its own temp dir, in this process; afterwards it is shut down,
+    every process that mentions its temp dir is ended, and the temp dir is removed."""
+    assert_loopback_only()
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix=prefix)
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
+             logging_config=ray.LoggingConfig(log_level="WARNING"))
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        kill_processes_mentioning(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def kill_processes_mentioning(marker: str, sig: int = signal.SIGKILL) -> int:

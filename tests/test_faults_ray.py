@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import torch  # noqa: F401  (torch before ray)
 
-from raytest import (assert_loopback_only, free_port, kill_processes_mentioning, listening, stop_started_nodes,
-                      tiny_spec, train_store_teacher, wait_for, write_spec)
+from raytest import (assert_loopback_only, free_port, kill_processes_mentioning, listening, local_ray,
+                     stop_started_nodes, tiny_spec, train_store_teacher, wait_for, write_spec)
 from reliability import record
 
 pytestmark = pytest.mark.ray
@@ -59,16 +59,8 @@ def storage(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray for the in-process sweeps (started lazily: the two-node test runs first)."""
-    assert_loopback_only()
-    import ray
-
-    temp_dir = tempfile.mkdtemp(prefix="dfa-ray-faults-")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             logging_config=ray.LoggingConfig(log_level="WARNING"))
-    yield ray
-    ray.shutdown()
-    kill_processes_mentioning(temp_dir)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    with local_ray("dfa-ray-faults-") as ray:
+        yield ray
 
 
 def run(spec_dict, **kwargs):

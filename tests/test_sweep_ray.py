@@ -14,23 +14,16 @@ from pathlib import Path
 import pytest
 import torch  # noqa: F401  (torch before ray)
 
-from raytest import (assert_loopback_only, kill_processes_mentioning, tiny_spec, train_store_teacher, wait_for,
-                           write_spec)
+from raytest import (assert_loopback_only, kill_processes_mentioning, local_ray, tiny_spec, train_store_teacher,
+                     wait_for, write_spec)
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    assert_loopback_only()
-    import ray
-
-    temp_dir = tempfile.mkdtemp(prefix="dfa-ray-test-")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             logging_config=ray.LoggingConfig(log_level="WARNING"))
-    yield ray
-    ray.shutdown()
-    kill_processes_mentioning(temp_dir)
+    with local_ray("dfa-ray-test-") as ray:
+        yield ray
 
 
 @pytest.fixture(scope="module")
