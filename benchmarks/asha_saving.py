@@ -30,14 +30,13 @@ same setting or one within 0.5 points.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch  # noqa: F401  (torch before ray)
 
-from benchmarks.common import machine, record
+from benchmarks.common import emit, machine
 from benchmarks.ray_overhead import ensure_loopback_namespace, local_ray
 
 TARGET_EPOCH_SHARE = 0.40
@@ -181,8 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
               "points_behind": round(gap, 2), "targets": {"epoch_share": TARGET_EPOCH_SHARE, "points": TARGET_POINTS},
               "met": {"epochs": epochs_met, "best": best_met}, "asha_trials": asha, "fifo_trials": fifo,
               "wall_s": round(time.perf_counter() - start, 1)}
-    print(json.dumps(report))
-    print(f"recorded in {record(report, device)}")
+    emit(report, device)
     return report
 
 

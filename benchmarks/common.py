@@ -83,3 +83,10 @@ def record(report: dict, device: torch.device) -> Path:
     data[report["benchmark"]] = report
     atomic_write_json(path, data)
     return path
+
+
+def emit(report: dict, device: torch.device) -> None:
+    """A benchmark's last words: its report as one JSON line (what `run_all` reads) and where
+    it was recorded."""
+    print(json.dumps(report))
+    print(f"recorded in {record(report, device)}")

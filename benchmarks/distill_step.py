@@ -26,7 +26,6 @@ by `benchmarks/search_step.py` against this distillation step; `--search` adds i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Callable
@@ -34,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import REFERENCE_WORKERS, machine, record, reference_loader, sync
+from benchmarks.common import REFERENCE_WORKERS, emit, machine, reference_loader, sync
 from dfa_ray.data import Dataset, load_dataset
 from dfa_ray.dfa.genotype import reference_genotype
 from dfa_ray.dfa.pairing import pair_groups
@@ -275,8 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
               "batches_per_round": args.batches, "reference_workers": REFERENCE_WORKERS,
               "targets": {"cpu": CPU_TARGETS, "gpu": {f"{p} {s}": v for (p, s), v in GPU_TARGETS.items()}},
               "results": results, "search": searches, "wall_s": round(time.perf_counter() - start, 1)}
-    print(json.dumps(report))
-    print(f"recorded in {record(report, device)}")
+    emit(report, device)
     return report
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch  # noqa: F401  (torch before ray)
 
-from benchmarks.common import machine, record
+from benchmarks.common import emit, machine, record
 from benchmarks.ray_overhead import ensure_loopback_namespace, local_ray
 
 SKIPPED = "skipped: no CUDA device"
@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in names:
             print(f"{name}: {SKIPPED}")
         report = {"benchmark": "gpu_sharing", "machine": info, "skipped": SKIPPED, "figures": names}
-        print(json.dumps(report))
-        print(f"recorded in {record(report, device)}")
+        emit(report, device)
         return report
     ensure_loopback_namespace("benchmarks.gpu_sharing")
     if args.cpu_smoke:

@@ -22,7 +22,6 @@ Prints both figures, the ratio and the machine, then one JSON line with the same
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dfa_ray.data import DeviceLoader, load_dataset  # noqa: E402
 
-from benchmarks.common import REFERENCE_WORKERS as NUM_WORKERS, PilArrayDataset, machine, record, sync as _sync  # noqa: E402
+from benchmarks.common import REFERENCE_WORKERS as NUM_WORKERS, PilArrayDataset, emit, machine, sync as _sync  # noqa: E402
 
 
 def time_device_loader(train, info, batch_size, device, batches, warmup) -> float:
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"benchmark": "loader", "machine": info, "num_workers": NUM_WORKERS, "n_images": args.n,
               "timed_images": {"device_loader": args.images, "torchvision": args.ref_images}, "rounds": args.rounds,
               "results": results, "wall_s": round(time.perf_counter() - t0, 1)}
-    print(json.dumps(report))
-    print(f"recorded in {record(report, device)}")
+    emit(report, device)
     return report
 
 

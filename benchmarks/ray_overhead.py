@@ -33,8 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -46,7 +44,8 @@ from typing import Iterator
 
 import torch  # noqa: F401  (torch before ray: see ray_notes.md)
 
-from benchmarks.common import machine, record
+from benchmarks.common import emit, machine
+from dfa_ray.localray import private_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_PERCENT = 5.0
@@ -67,41 +66,11 @@ def ensure_loopback_namespace(module: str) -> None:
     os.execv(str(script), [str(script), sys.executable, "-m", module, *sys.argv[1:]])
 
 
-def _end_processes_mentioning(marker: str) -> int:
-    """End the processes whose command line or environment names `marker` (our Ray's unique
-    temp dir): what this benchmark started, nothing else."""
-    ended = 0
-    me = os.getpid()
-    for pid_text in os.listdir("/proc"):
-        if not pid_text.isdigit() or int(pid_text) == me:
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid_text}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid_text}/environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline or marker.encode() in environ:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid_text), signal.SIGKILL)
-                ended += 1
-    return ended
-
-
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[float]:
-    """A local Ray with its own temp dir; yields the seconds it took to start."""
-    import ray
-
-    temp_dir = tempfile.mkdtemp(prefix="dfa-ray-bench-")
-    start = time.perf_counter()
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
-             log_to_driver=False, logging_config=ray.LoggingConfig(log_level="ERROR"))
-    try:
-        yield time.perf_counter() - start
-    finally:
-        ray.shutdown()
-        _end_processes_mentioning(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)  # session logs: /tmp would grow with every run
+    """A local Ray with its own temp dir, quiet; yields the seconds it took to start."""
+    with private_ray("dfa-ray-bench-", num_cpus=num_cpus, log_level="ERROR", log_to_driver=False) as seconds:
+        yield seconds
 
 
 def sweep_spec(name: str, storage: Path, data_options: dict, recipe: dict, gpu: float = 0.0, **sections):
@@ -262,8 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machinery_s": round(machinery, 2), **figures, "overhead_percent": figures["vs_fresh_percent"],
               "target_percent": TARGET_PERCENT, "met": met, "load_average_after": round(load_after, 2),
               "wall_s": round(time.perf_counter() - wall_start, 1)}
-    print(json.dumps(report))
-    print(f"recorded in {record(report, device)}")
+    emit(report, device)
     return report
 
 

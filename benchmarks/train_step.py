@@ -15,12 +15,11 @@ The three sides alternate round by round; medians are reported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
 
-from benchmarks.common import REFERENCE_WORKERS, machine, record
+from benchmarks.common import REFERENCE_WORKERS, emit, machine
 from benchmarks.distill_step import ReferenceLoop, alternate_rounds, ceiling_figures
 from dfa_ray.data import load_dataset
 from dfa_ray.engine.recipes import get_recipe
@@ -71,8 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['loader_ceiling_ratio']:.2f}x; ours / that ceiling {row['engine_vs_reference_compute']:.2f}x",
               flush=True)
     report = {"benchmark": "train_step", "machine": info, "results": results, "target_ratio_cpu": 1.3}
-    print(json.dumps(report))
-    print(f"recorded in {record(report, device)}")
+    emit(report, device)
     return report
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+from dfa_ray.localray import private_ray
 
 
 def assert_loopback_only() -> None:
@@ -70,42 +70,12 @@ def train_store_teacher(spec_dict: dict[str, Any]) -> Path:
 
 @contextlib.contextmanager
 def local_ray(prefix: str) -> Iterator[Any]:
-    """A local Ray (2 CPUs) with its own temp dir, in this process; afterwards it is shut down,
-    every process that mentions its temp dir is ended, and the temp dir is removed."""
+    """A local Ray (2 CPUs) in this process for one test module; stopped with its processes."""
     assert_loopback_only()
     import ray
 
-    temp_dir = tempfile.mkdtemp(prefix=prefix)
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             logging_config=ray.LoggingConfig(log_level="WARNING"))
-    try:
+    with private_ray(prefix, num_cpus=2):
         yield ray
-    finally:
-        ray.shutdown()
-        kill_processes_mentioning(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def kill_processes_mentioning(marker: str, sig: int = signal.SIGKILL) -> int:
-    """Kill every process whose command line or environment mentions `marker` (a temp dir
-    unique to the test): the Ray processes this test started, and nothing else."""
-    killed = 0
-    me = os.getpid()
-    for pid_text in os.listdir("/proc"):
-        if not pid_text.isdigit() or int(pid_text) == me:
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid_text}/cmdline").read_bytes()
-            environ = Path(f"/proc/{pid_text}/environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline or marker.encode() in environ:
-            try:
-                os.kill(int(pid_text), sig)
-                killed += 1
-            except ProcessLookupError:
-                pass
-    return killed
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition") -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from raytest import (assert_loopback_only, free_port, kill_processes_mentioning, listening, stop_started_nodes,
+from dfa_ray.localray import end_processes_mentioning
+from raytest import (assert_loopback_only, free_port, listening, stop_started_nodes,
                       tiny_spec, train_store_teacher, wait_for, write_spec)
 
 pytestmark = pytest.mark.ray
@@ -66,8 +67,8 @@ def test_ray_job_submit_on_a_two_node_loopback_cluster(tmp_path):
         assert "succeeded" in output, output[-4000:]
     finally:
         stop_started_nodes(started)  # exactly the nodes this test started
-        kill_processes_mentioning(head_tmp)
-        kill_processes_mentioning(worker_tmp)
+        end_processes_mentioning(head_tmp)
+        end_processes_mentioning(worker_tmp)
 
     _, trials = load(storage / "twonode")
     distill = trials[trials.stage == "distill"]

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import torch  # noqa: F401  (torch before ray)
 
-from raytest import (assert_loopback_only, free_port, kill_processes_mentioning, listening, local_ray,
+from dfa_ray.localray import end_processes_mentioning
+from raytest import (assert_loopback_only, free_port, listening, local_ray,
                      stop_started_nodes, tiny_spec, train_store_teacher, wait_for, write_spec)
 from reliability import record
 
@@ -267,7 +268,7 @@ def test_a_killed_worker_node_does_not_stop_the_sweep(storage, tmp_path, request
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
         stop_started_nodes(started)  # exactly the nodes this test started
-        kill_processes_mentioning(head_tmp)
+        end_processes_mentioning(head_tmp)
         kill_node(worker_tmp)
         for folder in (head_tmp, worker_tmp):
             shutil.rmtree(folder, ignore_errors=True)

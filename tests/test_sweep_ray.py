@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch  # noqa: F401  (torch before ray)
 
-from raytest import (assert_loopback_only, kill_processes_mentioning, local_ray, tiny_spec, train_store_teacher,
+from dfa_ray.localray import end_processes_mentioning
+from raytest import (assert_loopback_only, local_ray, tiny_spec, train_store_teacher,
                      wait_for, write_spec)
 
 pytestmark = pytest.mark.ray
@@ -177,11 +177,11 @@ def test_a_killed_driver_is_resumed_by_the_same_command(storage, tmp_path):
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        kill_processes_mentioning(ray_tmp)  # the local Ray that driver started, and nothing else
+        end_processes_mentioning(ray_tmp)  # the local Ray that driver started, and nothing else
     partial = len(list(epochs_dir.glob("distill__*")))
     assert partial < 24, "the sweep finished before the driver was killed"
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    kill_processes_mentioning(ray_tmp)
+    end_processes_mentioning(ray_tmp)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming experiment distill" in second.stdout
     epochs, trials = load(storage / "driverkill")
