@@ -1,7 +1,7 @@
 """Parameter counts of the model zoo, as a torch-free table for the analysis.
 
 Generated once from `dfa-ray models --json` (counts at 100 classes and 3 input channels, the
-CIFAR-100 setting of kd_protocol.md); tests/test_model_params.py checks every entry against
+CIFAR-100 setting of the CRD benchmark); tests/test_model_params.py checks every entry against
 `dfa_ray.models.model_summary`, so a change in the zoo fails a test instead of silently
 skewing the teacher/student parameter ratios of the robustness analysis.
 

@@ -7,25 +7,76 @@ import math
 
 import pandas as pd
 
-from analysis import robustness as R
-from analysis.bundle import SweepAnalysis
-from analysis.loading import METRIC_LABELS, method_label, sort_methods
-from analysis.markdown import count, fmt, pct
-from analysis.published import published_for
+from dfa_ray_analysis import robustness as R
+from dfa_ray_analysis import stats as ST
+from dfa_ray_analysis.bundle import SweepAnalysis
+from dfa_ray_analysis.loading import METRIC_LABELS, method_label, sort_methods
+from dfa_ray_analysis.markdown import count, fmt, md_table, pct, plain
+from dfa_ray_analysis.published import published_for
 
 PRIMARY = "test_acc_last"  # the published CRD numbers are last-epoch accuracies
 NEAR_UNIFORM = 0.05  # |alpha x N - 1| below this everywhere: the search has not moved alpha
 
 
-def tie_rule() -> str:
-    """The tie and rank rules, stated for the report (see `analysis.robustness`)."""
-    return ("**Tie rule.** For DFA against a baseline B on one pair, Δ = mean(DFA) − mean(B) over seeds "
-            "(accuracy points) and σ = the pooled seed standard deviation "
-            "√(((n_DFA−1)·s²_DFA + (n_B−1)·s²_B) / (n_DFA + n_B − 2)), defined when at least one of the two "
-            f"has two seeds. With a single seed each there is no measured noise and σ = {R.TIE_TOLERANCE:g} "
-            "points, the low end of the CIFAR-100 seed-to-seed spread (0.3–0.5 points, kd_protocol.md). "
-            "|Δ| ≤ σ is a tie, Δ > σ a win, Δ < −σ a loss. Ranks: per pair, methods ordered by mean "
-            "accuracy (1 = best, equal means share the average rank), averaged over the pairs a method ran on.")
+def tie_rule(rule: str = "ci") -> str:
+    """The tie, test and rank rules, stated for the report (see `dfa_ray_analysis.robustness`)."""
+    tests = ("p: the paired t-test (scipy.stats.ttest_rel) on the same seeds; p (Holm): adjusted by Holm's method "
+             "over every pair × baseline comparison of the study and metric. Across pairs: one number per pair "
+             "(its difference of means), a Wilcoxon signed-rank test from "
+             f"{ST.MIN_PAIRS_WILCOXON} non-zero pairs on, the exact sign test below (under 6 pairs no two-sided test "
+             "can reach p < 0.05), two-sided, Holm-adjusted over the baselines; effect size: the rank-biserial "
+             "correlation (+1: DFA ahead on every pair). Ranks: per pair, methods ordered by mean accuracy "
+             "(1 = best, equal means share the average rank), averaged over the pairs a method ran on.")
+    if rule == "band":
+        return ("**Tie rule (band).** For DFA against a baseline B on one pair, Δ = mean(DFA) − mean(B) over seeds "
+                "(accuracy points) and σ = the pooled seed standard deviation "
+                "√(((n_DFA−1)·s²_DFA + (n_B−1)·s²_B) / (n_DFA + n_B − 2)), defined when at least one of the two "
+                f"has two seeds. With a single seed each there is no measured noise and σ = {R.TIE_TOLERANCE:g} "
+                "points, the low end of the usual CIFAR-100 seed-to-seed spread (0.3–0.5 points). "
+                "|Δ| ≤ σ is a tie, Δ > σ a win, Δ < −σ a loss. The 95 % intervals are still shown. " + tests)
+    return ("**Tie rule (95 % interval of the paired difference).** For DFA against a baseline B on one pair, "
+            "the difference DFA − B is taken seed by seed over the seeds both ran (the same seed gives both the "
+            "same batch order and held-out split, so the pairing is real); its mean gets a 95 % Student-t "
+            "interval, mean ± t(0.975, n−1) · s / √n. The interval above 0 is a **win**, below 0 a **loss**, "
+            "containing 0 a **tie**; with fewer than 2 seeds in common there is no interval and no claim "
+            "(**too few seeds**). " + tests)
+
+
+def verdict_section(a: SweepAnalysis, metric: str = PRIMARY) -> list[str]:
+    """The first page: per study, did DFA beat the best other method of each pair, by the rule?"""
+    lines = ["## Verdict", ""]
+    v = a.verdict[a.verdict["metric"] == metric] if len(a.verdict) else a.verdict
+    if v.empty:
+        return lines + ["No pair has a finished DFA trial next to another method, so there is no verdict yet "
+                        "(see **Missing** below).", ""]
+    rule = ("the 95 % interval of the paired difference above zero" if a.rule == "ci"
+            else "the difference of means beyond the band σ")
+    for study in sorted(v["study"].unique()):
+        g = v[v["study"] == study]
+        counts = g["outcome"].value_counts()
+        few = g[g["outcome"] == ST.TOO_FEW]["pair"].tolist()
+        first = (f"**{study}** ({METRIC_LABELS[metric]}): DFA beat the best other method of the pair on "
+                 f"**{int(counts.get(ST.WIN, 0))} of {len(g)}** pair(s) by the rule ({rule}), tied on "
+                 f"{int(counts.get(ST.TIE, 0))} and lost on {int(counts.get(ST.LOSS, 0))}"
+                 + (f"; {len(few)} pair(s) have too few seeds in common (< 2) for any claim: {', '.join(few)}."
+                    if few else "."))
+        seeds = sorted(set(g["ref_n"]) | set(g["base_n"]))
+        paired = sorted(set(g["paired_n"]))
+        second = (f"Cells have {seeds[0]}–{seeds[-1]} seed(s)" if len(seeds) > 1 else f"Every cell has {seeds[0]} "
+                  "seed(s)") + (f", {paired[0]}–{paired[-1]} in common per comparison" if len(paired) > 1 else
+                                f", {paired[0]} in common per comparison") + \
+            "; the table gives each pair's numbers and the tie rule is stated with the gains below."
+        lines += [first + " " + second, ""]
+        rows = g.assign(dfa=[f"{fmt(r.ref_mean)} ± {fmt(r.ref_std)} (n={r.ref_n})" for r in g.itertuples()],
+                        best=[f"{fmt(r.base_mean)} ± {fmt(r.base_std)} (n={r.base_n})" for r in g.itertuples()],
+                        delta=[f"{fmt(r.paired_mean, signed=True)} [{fmt(r.ci_low, signed=True)}, "
+                               f"{fmt(r.ci_high, signed=True)}]" for r in g.itertuples()])
+        lines.append(md_table(rows, {"pair": "pair", "baseline": "best other method", "dfa": "DFA",
+                                     "best": "best other", "paired_n": "seeds in common",
+                                     "delta": "DFA − best other, paired [95 % CI]", "outcome": "outcome"},
+                              {"baseline": method_label, "dfa": plain, "best": plain, "paired_n": plain,
+                               "delta": plain, "outcome": plain}))
+    return lines
 
 
 def reading(a: SweepAnalysis) -> list[str]:
@@ -45,17 +96,19 @@ def reading(a: SweepAnalysis) -> list[str]:
         methods = ", ".join(method_label(m) for m in sort_methods(s["method"]))
         lines.append(f"- {len(pairs)} pair(s), methods {methods}; "
                      f"seeds per cell: {', '.join(map(str, seeds))}."
-                     + (" With one seed there is no seed spread: every tie uses the fixed tolerance." if seeds == [1]
-                        else ""))
+                     + ((" With one seed there is no seed spread: no comparison can be decided by the interval."
+                         if a.rule == "ci" else " With one seed there is no seed spread: every tie uses the fixed "
+                         "tolerance.") if seeds == [1] else ""))
         if g.empty:
             lines.append("- DFA has no finished trial next to a baseline here, so there are no gains to report.")
         else:
             total = w[w["baseline"] == "all"].iloc[0]
             n = int(total["wins"] + total["ties"] + total["losses"])
             lines.append(f"- DFA against the other methods: **{count(total['wins'], 'win')}, "
-                         f"{count(total['ties'], 'tie')}, {count(total['losses'], 'loss')}** in {n} "
-                         "pair-by-baseline comparisons "
-                         f"(mean gain {fmt(total['mean_gain'], signed=True)} points).")
+                         f"{count(total['ties'], 'tie')}, {count(total['losses'], 'loss')}** in {n} decided "
+                         "pair-by-baseline comparisons"
+                         + (f", {int(total['too_few'])} with too few seeds" if total["too_few"] else "")
+                         + f" (mean gain {fmt(total['mean_gain'], signed=True)} points).")
             for _, r in w[w["baseline"] != "all"].iterrows():
                 if r["pairs"] == 1:
                     spread = f"on {r['best_pair']}"
@@ -64,16 +117,22 @@ def reading(a: SweepAnalysis) -> list[str]:
                 else:
                     spread = (f"from {fmt(r['worst_gain'], signed=True)} ({r['worst_pair']}) to "
                               f"{fmt(r['best_gain'], signed=True)} ({r['best_pair']})")
+                test = ("" if r["test"] == "none" else
+                        f"; across pairs {'Wilcoxon' if r['test'] == 'wilcoxon' else 'sign test'} "
+                        f"p = {fmt(r['p_value'], 3)} (Holm {fmt(r['p_holm'], 3)}), rank-biserial "
+                        f"{fmt(r['rank_biserial'], signed=True)}")
                 lines.append(f"  - vs {method_label(r['baseline'])}: {int(r['wins'])}/{int(r['ties'])}/"
-                             f"{int(r['losses'])} (win/tie/loss), gain {fmt(r['mean_gain'], signed=True)} points on "
-                             f"average, {spread}.")
+                             f"{int(r['losses'])} (win/tie/loss)"
+                             + (f", {int(r['too_few'])} too few seeds" if r["too_few"] else "")
+                             + f", gain {fmt(r['mean_gain'], signed=True)} points on average, {spread}{test}.")
             losses = g[g["outcome"] == "loss"].sort_values("gain")
             if len(losses):
-                lost = [f"{r['pair']} vs {method_label(r['baseline'])} ({fmt(r['gain'], signed=True)} ± "
-                        f"{fmt(r['sigma'])})" for _, r in losses.iterrows()]
+                lost = [f"{r['pair']} vs {method_label(r['baseline'])} ({fmt(r['gain'], signed=True)}, 95 % CI "
+                        f"[{fmt(r['ci_low'], signed=True)}, {fmt(r['ci_high'], signed=True)}])"
+                        for _, r in losses.iterrows()]
                 lines.append(f"- **Where DFA loses**: {'; '.join(lost)}.")
             else:
-                lines.append("- DFA loses to no method on any pair beyond the tie threshold.")
+                lines.append("- DFA loses to no method on any pair by the tie rule.")
             other = a.wtl[(a.wtl["study"] == study) & (a.wtl["metric"] != PRIMARY) & (a.wtl["baseline"] == "all")]
             for _, r in other.iterrows():
                 lines.append(f"- With the {METRIC_LABELS[r['metric']]}: {count(r['wins'], 'win')}, "
@@ -128,13 +187,20 @@ def _published_reading(s: pd.DataFrame, pairs: list[str]) -> list[str]:
         pub = published_for(info["teacher"], info["student"], info["dataset"], info["protocol"])
         if pub is None:
             continue
-        diffs = [f"{method_label(r['method'])} {fmt(r['mean'] - pub.for_method(r['method']), signed=True)}"
-                 for _, r in rows.iterrows() if pub.for_method(r["method"]) is not None]
-        lines.append(f"- {pair} has published {pub.protocol} numbers; ours − published: "
-                     + (", ".join(diffs) if diffs else "no method in common") + " points.")
+        diffs, used = [], {}
+        for _, r in rows.iterrows():
+            number = pub.for_method(r["method"])
+            if number is not None:
+                diffs.append(f"{method_label(r['method'])} {fmt(r['mean'] - number.value, signed=True)} "
+                             f"[{number.source.mark}]")
+                used[number.source.mark] = number.source
+        marks = "; ".join(f"[{s.mark}] {s.citation.split(',')[0]}: {s.rule}" for _, s in sorted(used.items()))
+        lines.append(f"- {pair} has published {pub.protocol} numbers; ours ({METRIC_LABELS[PRIMARY]}) − "
+                     "published: " + (", ".join(diffs) if diffs else "no method in common")
+                     + f" points (published as: {marks}).")
     if not lines:
-        lines.append("- No pair matches a published setting (that needs cifar100, the `crd` or `overhaul` protocol, "
-                     "and one of the papers' pairs), so no published numbers are shown.")
+        lines.append("- No pair matches a published setting (that needs the dataset, the protocol (`crd`, "
+                     "`overhaul`, `dfa_author`) and a pair of the papers), so no published numbers are shown.")
     return lines
 
 
@@ -196,4 +262,4 @@ def _search_reading(a: SweepAnalysis) -> list[str]:
     return lines
 
 
-__all__ = ["NEAR_UNIFORM", "PRIMARY", "reading", "tie_rule"]
+__all__ = ["NEAR_UNIFORM", "PRIMARY", "reading", "tie_rule", "verdict_section"]

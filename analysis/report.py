@@ -1,15 +1,19 @@
-"""`write_report(results, out_dir)`: the report of one sweep, as Markdown with tables and figures.
+"""`write_report(results, out_dir)`: the report of one sweep or several, as Markdown with tables
+and figures.
 
 Writes into `out_dir`:
-    report.md            the report: a reading of the numbers, tables, figures, what is missing
+    report.md            the report: a verdict (did DFA beat the best other method of each pair?),
+                         a reading of the numbers, tables, figures, where each number came from,
+                         what is missing
     tables/*.md|tex|csv  paper-style tables per study and metric, and the analysis tables as CSV
-    figures/*.png        gains, the teacher-student gap, alpha heatmaps and trajectories, search curves
+    figures/*.png|pdf    gains, the teacher-student gap, alpha heatmaps and trajectories, search curves
 
-It reports what is there: an empty folder, a sweep still running, a stage not run yet or a pair
-with one seed gives a report of the rows that exist and a "Missing" section that says what is
-not there (against the sweep's spec.json when it sits next to the results, else against the
-grid the rows themselves imply). A folder that is not a results folder raises one
-`dfa_ray.errors.DfaRayError`.
+Several sweeps (`write_report([a, b], out)`) are joined into one report (`loading.load_many`),
+with a table of which sweep each number came from. It reports what is there: an empty folder,
+a sweep still running, a stage not run yet or a pair with one seed gives a report of the rows
+that exist and a "Missing" section that says what is not there (against each sweep's
+spec.json when it sits next to the results, else against the grid the rows themselves imply).
+A folder that is not a results folder raises one `dfa_ray.errors.DfaRayError`.
 """
 
 from __future__ import annotations
@@ -17,18 +21,20 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
-from analysis import plots as P
-from analysis import robustness as R
-from analysis import search as S
-from analysis import tables as T
-from analysis.bundle import SweepAnalysis
-from analysis.loading import METRIC_LABELS, Results, load_results, method_label
-from analysis.markdown import fmt, md_table, pct, plain, rel, slug
-from analysis.missing import missing_items
-from analysis.reading import PRIMARY, reading, tie_rule
+from dfa_ray_analysis import plots as P
+from dfa_ray_analysis import robustness as R
+from dfa_ray_analysis import search as S
+from dfa_ray_analysis import tables as T
+from dfa_ray_analysis.bundle import SweepAnalysis
+from dfa_ray.errors import DfaRayError
+from dfa_ray_analysis.loading import METRIC_LABELS, Results, load_many, method_label
+from dfa_ray_analysis.markdown import fmt, md_table, pct, plain, rel, slug
+from dfa_ray_analysis.missing import missing_items
+from dfa_ray_analysis.reading import PRIMARY, reading, tie_rule, verdict_section
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -37,18 +43,30 @@ def _signed(v) -> str:
 
 
 # (columns -> headers, column -> formatter) of the report's tables
+def _p(v) -> str:
+    return fmt(v, 3) if not (isinstance(v, float) and v < 0.001) else "< 0.001"
+
+
 _GAIN_TABLE = (
-    {"pair": "pair", "baseline": "baseline", "ref_mean": "DFA", "base_mean": "baseline", "gain": "Δ (points)",
-     "sigma": "σ", "sigma_source": "σ from", "outcome": "outcome"},
-    {"baseline": method_label, "gain": _signed, "sigma_source": plain, "outcome": plain},
+    {"pair": "pair", "baseline": "baseline", "ref_mean": "DFA", "ref_n": "n DFA", "base_mean": "baseline",
+     "base_n": "n B", "gain": "Δ means", "paired_n": "seeds in common", "paired_mean": "Δ paired",
+     "ci_low": "95 % CI low", "ci_high": "95 % CI high", "p_value": "p (paired t)", "p_holm": "p (Holm)",
+     "outcome": "outcome"},
+    {"baseline": method_label, "ref_n": plain, "base_n": plain, "gain": _signed, "paired_n": plain,
+     "paired_mean": _signed, "ci_low": _signed, "ci_high": _signed, "p_value": _p, "p_holm": _p, "outcome": plain},
 )
+_BAND_COLUMNS = {"sigma": "σ (band)", "sigma_source": "σ from"}
 _WTL_TABLE = (
     {"metric": "metric", "baseline": "baseline", "pairs": "pairs", "wins": "wins", "ties": "ties",
-     "losses": "losses", "mean_gain": "mean Δ", "worst_gain": "worst Δ", "worst_pair": "worst pair",
-     "best_gain": "best Δ", "best_pair": "best pair"},
+     "losses": "losses", "too_few": "too few seeds", "mean_gain": "mean Δ", "median_gain": "median Δ",
+     "worst_gain": "worst Δ", "worst_pair": "worst pair", "best_gain": "best Δ", "best_pair": "best pair",
+     "test": "test across pairs", "positive": "pairs DFA ahead", "negative": "pairs DFA behind",
+     "p_value": "p", "p_holm": "p (Holm)", "rank_biserial": "rank-biserial r"},
     {"metric": plain, "baseline": lambda b: "all baselines" if b == "all" else method_label(b), "pairs": plain,
-     "wins": plain, "ties": plain, "losses": plain, "mean_gain": _signed, "worst_gain": _signed,
-     "best_gain": _signed, "worst_pair": plain, "best_pair": plain},
+     "wins": plain, "ties": plain, "losses": plain, "too_few": plain, "mean_gain": _signed, "median_gain": _signed,
+     "worst_gain": _signed, "best_gain": _signed, "worst_pair": plain, "best_pair": plain,
+     "test": lambda s: {"wilcoxon": "Wilcoxon signed-rank", "sign": "exact sign test"}.get(s, "–"),
+     "positive": plain, "negative": plain, "p_value": _p, "p_holm": _p, "rank_biserial": _signed},
 )
 _GAP_TABLE = (
     {"metric": "metric", "pair": "pair", "teacher_acc": "teacher", "vanilla_acc": "vanilla student",
@@ -66,8 +84,10 @@ _CORRELATION_TABLE = (
 
 def _overview(results: Results) -> list[str]:
     t = results.trials
-    lines = ["## Overview", "",
-             f"- Results: `{results.root}`",
+    where = ([f"- Results: `{results.root}`"] if len(results.sources) <= 1 else
+             ["- Results of several sweeps, joined on (dataset x protocol, pair, method, seed):"]
+             + [f"  - {s.name}: `{s.root}`" for s in results.sources])
+    lines = ["## Overview", "", *where,
              f"- Written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
              f"{len(t)} trial rows, {len(results.epochs)} epoch rows.",
              ""]
@@ -103,14 +123,15 @@ def _study_sections(a: SweepAnalysis, out: Path) -> list[str]:
             lines += ["", f"Also as [CSV]({rel(paths['csv'], out)}) and [LaTeX]({rel(paths['tex'], out)}).", ""]
         g = a.gains[a.gains["study"] == study]
         if len(g):
-            lines += ["### Gain of DFA over each baseline", "", tie_rule(), ""]
+            lines += ["### Gain of DFA over each baseline", "", tie_rule(a.rule), ""]
+            columns = {**_GAIN_TABLE[0], **(_BAND_COLUMNS if a.rule == "band" else {})}
             for metric in R.METRICS:
                 gm = g[g["metric"] == metric]
                 if gm.empty:
                     continue
-                lines += [f"{METRIC_LABELS[metric].capitalize()}:", "", md_table(gm, *_GAIN_TABLE)]
-            plot = P.plot_dfa_gains(a.gains, study, out / "figures" / f"gains_{key}.png")
-            lines += [f"![{plot.title}]({rel(plot.path, out)})", ""]
+                lines += [f"{METRIC_LABELS[metric].capitalize()}:", "",
+                          md_table(gm, columns, {**_GAIN_TABLE[1], "sigma_source": plain})]
+            lines += _figure(P.plot_dfa_gains(a.gains, study), out, f"gains_{key}")
             w = a.wtl[a.wtl["study"] == study]
             lines += ["### Win / tie / loss of DFA", "",
                       md_table(w.assign(metric=w["metric"].map(METRIC_LABELS)), *_WTL_TABLE)]
@@ -133,7 +154,7 @@ def _gap_section(a: SweepAnalysis, study: str, key: str, out: Path) -> list[str]
     lines = ["### DFA's gain and the teacher-student gap", "",
              "Accuracy gap = teacher − vanilla student test accuracy (points; the teacher's from its own "
              "teacher-stage rows). Parameter ratio = teacher / student parameters (at 100 classes, "
-             "`analysis.model_params`). Correlation: Spearman's ρ over pairs "
+             "`dfa_ray_analysis.model_params`). Correlation: Spearman's ρ over pairs "
              f"(needs ≥ {R.MIN_PAIRS_FOR_CORRELATION} pairs).", ""]
     lines.append(md_table(gp.assign(metric=gp["metric"].map(METRIC_LABELS)), *_GAP_TABLE))
     c = a.correlations[a.correlations["study"] == study]
@@ -143,9 +164,15 @@ def _gap_section(a: SweepAnalysis, study: str, key: str, out: Path) -> list[str]
         lines.append(f"Teacher accuracy of {', '.join(sorted(src['teacher'].unique()))} read from the teacher store "
                      "(the sweep reused a stored teacher and wrote no teacher rows).")
         lines.append("")
-    plot = P.plot_gap(a.gap, a.summary, study, PRIMARY, out / "figures" / f"gap_{key}.png")
-    lines += [f"![{plot.title}]({rel(plot.path, out)})", ""]
+    lines += _figure(P.plot_gap(a.gap, a.summary, study, PRIMARY), out, f"gap_{key}")
     return lines
+
+
+def _figure(fig, out: Path, name: str) -> list[str]:
+    """Save `fig` as PNG and PDF under figures/; the Markdown that embeds the PNG and links the PDF."""
+    plot = P.save(fig, out / "figures" / name)
+    return [f"![{plot.title}]({rel(plot.path, out)})", "",
+            f"Also as [PDF]({rel(plot.paths['pdf'], out)}).", ""]
 
 
 def _search_section(a: SweepAnalysis, out: Path) -> list[str]:
@@ -196,9 +223,8 @@ def _search_section(a: SweepAnalysis, out: Path) -> list[str]:
         lines.append(md_table(pd.DataFrame(rows), {"pair": "pair", "group": "group", "alpha": "α per candidate",
                                                    "entropy": "entropy"},
                               {"group": plain, "alpha": plain, "entropy": lambda v: fmt(v, 4)}))
-        heat = P.plot_alpha_heatmaps(a.alphas, out / "figures" / "alpha_heatmaps.png")
-        traj = P.plot_alpha_trajectories(a.trajectories, out / "figures" / "alpha_trajectories.png")
-        lines += [f"![{heat.title}]({rel(heat.path, out)})", "", f"![{traj.title}]({rel(traj.path, out)})", ""]
+        lines += _figure(P.plot_alpha_heatmaps(a.alphas), out, "alpha_heatmaps")
+        lines += _figure(P.plot_alpha_trajectories(a.trajectories), out, "alpha_trajectories")
     lines += ["### Search learning curves and what ASHA saved", "",
               "Epochs run against the epochs of running every trial to the end; seconds for all trials to the end are "
               "estimated at the pair's mean seconds per epoch. *Best at common epoch* compares all trials at the "
@@ -217,9 +243,20 @@ def _search_section(a: SweepAnalysis, out: Path) -> list[str]:
                         "chosen_trial": plain, "common_epoch": plain, "best_at_common": plain,
                         "same_best": lambda v: "–" if v is None else ("yes" if v else "no"),
                         "pruned_contenders": lambda v: v or "none"})]
-    curves = P.plot_search_curves(st, a.search_epochs, a.chosen, out / "figures" / "search_curves.png")
-    lines += [f"![{curves.title}]({rel(curves.path, out)})", ""]
+    lines += _figure(P.plot_search_curves(st, a.search_epochs, a.chosen), out, "search_curves")
     return lines
+
+
+def _provenance_section(a: SweepAnalysis) -> list[str]:
+    """Which sweep each number came from (always shown when the report joins several sweeps)."""
+    pv = a.provenance
+    if pv.empty or (len(a.results.sources) <= 1 and pv["source"].nunique() <= 1):
+        return []
+    return ["## Where each number came from", "",
+            "Per study, pair and method: the sweep whose finished trials gave the seeds of the tables above.", "",
+            md_table(pv, {"study": "study", "pair": "pair", "method": "method", "source": "sweep", "seeds": "seeds",
+                          "n": "n"}, {"study": plain, "method": method_label, "source": plain, "seeds": plain,
+                                       "n": plain})]
 
 
 def _errored_section(results: Results) -> list[str]:
@@ -249,22 +286,31 @@ def _files_section(out: Path) -> list[str]:
     return ["## Files", ""] + [f"- [{rel(p, out)}]({rel(p, out)})" for p in files] + [""]
 
 
-def write_report(results: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Write the report of the sweep at `results` (its folder or its `results/` folder) into
-    `out_dir` (default `<sweep_dir>/report`); returns the path of report.md."""
-    loaded = load_results(results)
+def write_report(results: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                 out_dir: str | os.PathLike[str] | None = None, rule: str = "ci") -> Path:
+    """Write the report of the sweep at `results` (its folder or its `results/` folder), or of
+    several sweeps (a list of folders) joined into one, into `out_dir` (default
+    `<sweep_dir>/report`; required for several sweeps); `rule` is the tie rule ("ci", the
+    interval of the paired difference, or "band"). Returns the path of report.md."""
+    paths = [results] if isinstance(results, (str, os.PathLike)) else list(results)
+    if rule not in R.RULES:
+        raise DfaRayError(f"tie rule {rule!r} is not known; use one of {', '.join(R.RULES)}")
+    if len(paths) > 1 and out_dir is None:
+        raise DfaRayError("a report of several sweeps needs an output folder: give --out DIR")
+    loaded = load_many(paths)
     out = Path(out_dir) if out_dir is not None else loaded.sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    stale = list((out / "figures").glob("*.png")) + [p for ext in ("md", "tex", "csv")
-                                                     for p in (out / "tables").glob(f"*.{ext}")]
+    stale = [p for ext in ("png", "pdf", "svg") for p in (out / "figures").glob(f"*.{ext}")]
+    stale += [p for ext in ("md", "tex", "csv") for p in (out / "tables").glob(f"*.{ext}")]
     for old in stale:  # a report written again must not list last time's files
         if old.is_file():
             old.unlink()
-    a = SweepAnalysis(loaded)
+    a = SweepAnalysis(loaded, rule=rule)
     _write_csvs(a, out / "tables")
-    body = (_overview(loaded) + reading(a) + _study_sections(a, out) + _search_section(a, out)
-            + _errored_section(loaded) + _missing_section(a))
-    lines = [f"# DFA sweep report: {loaded.sweep_name}", ""] + body + _files_section(out)
+    body = (verdict_section(a) + _overview(loaded) + reading(a) + _study_sections(a, out) + _search_section(a, out)
+            + _provenance_section(a) + _errored_section(loaded) + _missing_section(a))
+    title = "DFA sweep report" if len(loaded.sources) <= 1 else "DFA report over several sweeps"
+    lines = [f"# {title}: {loaded.sweep_name}", ""] + body + _files_section(out)
     path = out / "report.md"
     tmp = out / ".report.md.tmp"
     tmp.write_text("\n".join(lines).rstrip() + "\n")
@@ -274,7 +320,8 @@ def write_report(results: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
 def _write_csvs(a: SweepAnalysis, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    frames = {"summary": a.summary, "dfa_gains": a.gains, "win_tie_loss": a.wtl, "average_ranks": a.ranks,
+    frames = {"summary": a.summary, "seed_values": a.values, "dfa_gains": a.gains, "win_tie_loss": a.wtl,
+              "verdict": a.verdict, "provenance": a.provenance, "average_ranks": a.ranks,
               "teacher_gap": a.gap, "gap_correlations": a.correlations, "search_option_effects": a.effects,
               "search_option_levels": a.levels, "search_alpha_final": a.alphas, "search_asha": a.asha}
     for name, frame in frames.items():

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.loading import Results, decode_json
-from analysis.robustness import spearman
+from dfa_ray_analysis.loading import Results, decode_json
+from dfa_ray_analysis.robustness import spearman
 
 OPTION_PREFIX = "options."
 MAX_LEVELS = 6  # an option with at most this many distinct values also gets a per-level table

@@ -1,11 +1,14 @@
 """Paper-style tables: one per study (dataset x protocol) and metric; rows methods, columns pairs.
 
 A cell is `mean ± std` over seeds (std omitted for a single seed; `(n=k)` added where a cell
-has fewer seeds than the rest of its table); the best method of each pair is in bold. Where
-a pair has published numbers (same teacher, student, dataset and protocol: see
-`analysis.published`) a `<pair> [published]` column stands beside ours, and the papers'
-methods we do not run (CRD, Overhaul) appear as `[published]` rows. Written as Markdown,
-LaTeX (booktabs) and CSV (numbers only: mean, std, n, published per pair).
+has another number of seeds than most cells of its table); the best method of each pair is in bold. Every
+method in the results is a row (no fixed list). Where a pair has published numbers (same
+teacher, student, dataset and protocol: see `dfa_ray_analysis.published`) a `<pair> [published]`
+column stands beside ours, each number tagged with its source, whose reporting rule the
+table's notes give (the last epoch, the best test epoch, a median of runs...); published
+methods we did not run appear as `[published]` rows. The notes also state our own rule.
+Written as Markdown, LaTeX (booktabs) and CSV (numbers only: mean, std, n, CI, published and
+its source per pair).
 """
 
 from __future__ import annotations
@@ -16,15 +19,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.loading import METRIC_LABELS, method_label, sort_methods
-from analysis.published import PUBLISHED_ONLY, Published, protocol_deviations, published_for
+from dfa_ray_analysis.loading import METRIC_LABELS, method_label, sort_methods
+from dfa_ray_analysis.published import SOURCES, Published, protocol_deviations, published_for
 
 TEACHER = "teacher"
+# How our numbers are chosen, per metric: said beside every table that shows them.
+OUR_RULES = {
+    "test_acc_last": "test accuracy of the weights of the last epoch",
+    "test_acc_best": "test accuracy of the weights of the epoch that was best on the held-out validation split "
+                     "(part of the training set; the test set is never used to choose)",
+}
+
+
+def our_rule(metric: str) -> str:
+    return (f"Ours: {OUR_RULES.get(metric, metric)}; mean ± sample std over seeds (n seeds per cell; "
+            "`(n=k)` marks a cell whose number of seeds differs from the rest of its table).")
 
 
 @dataclass
 class PaperTable:
-    """The numbers of one table; `cells` is long: row, pair, kind (ours | published), mean, std, n."""
+    """The numbers of one table; `cells` is long: row, pair, kind (ours | published), mean, std, n,
+    ci_low, ci_high, source (the published number's source key, else "")."""
 
     study: str
     metric: str
@@ -49,6 +64,10 @@ def row_label(row: str) -> str:
     return method_label(row)
 
 
+_COLUMNS = ["row", "pair", "kind", "mean", "std", "n", "ci_low", "ci_high", "source"]
+_NAN = float("nan")
+
+
 def paper_table(summary: pd.DataFrame, teachers: pd.DataFrame, study: str, metric: str,
                 configs: dict[str, dict] | None = None) -> PaperTable:
     """Build the table of `study` x `metric` from `robustness.method_summary` rows and
@@ -64,41 +83,43 @@ def paper_table(summary: pd.DataFrame, teachers: pd.DataFrame, study: str, metri
     for pair in pairs:
         info = pair_info.loc[pair]
         for _, r in s[s["pair"] == pair].iterrows():
-            cells.append(dict(row=r["method"], pair=pair, kind="ours", mean=r["mean"], std=r["std"], n=int(r["n"])))
+            cells.append(dict(row=r["method"], pair=pair, kind="ours", mean=r["mean"], std=r["std"], n=int(r["n"]),
+                              ci_low=r.get("ci_low", _NAN), ci_high=r.get("ci_high", _NAN), source=""))
         t = teachers[(teachers["dataset"] == info["dataset"]) & (teachers["teacher"] == info["teacher"])
                      & (teachers["metric"] == metric)]
         if len(t):
-            cells.append(dict(row=TEACHER, pair=pair, kind="ours", mean=float(t["mean"].iloc[0]), std=float("nan"),
-                              n=int(t["n"].iloc[0])))
+            cells.append(dict(row=TEACHER, pair=pair, kind="ours", mean=float(t["mean"].iloc[0]), std=_NAN,
+                              n=int(t["n"].iloc[0]), ci_low=_NAN, ci_high=_NAN, source=""))
         pub = published_for(info["teacher"], info["student"], info["dataset"], info["protocol"])
         if pub is None:
             continue
         published[pair] = pub
         for method in [TEACHER, *methods]:
-            value = pub.for_method(method)
-            if value is not None:
-                cells.append(dict(row=method, pair=pair, kind="published", mean=value, std=float("nan"), n=0))
-        for column in PUBLISHED_ONLY.get(pub.protocol, ()):
-            if column in pub.values:
-                cells.append(dict(row=f"published:{column}", pair=pair, kind="published", mean=pub.values[column],
-                                  std=float("nan"), n=0))
+            number = pub.for_method(method)
+            if number is not None:
+                cells.append(dict(row=method, pair=pair, kind="published", mean=number.value, std=_NAN, n=0,
+                                  ci_low=_NAN, ci_high=_NAN, source=number.source.key))
+        for number in pub.unmatched(methods):  # a method of the table is its row
+            cells.append(dict(row=f"published:{number.column}", pair=pair, kind="published", mean=number.value,
+                              std=_NAN, n=0, ci_low=_NAN, ci_high=_NAN, source=number.source.key))
         for column, note in pub.notes.items():
             notes.append(f"{pair} [published] {column}: {note}.")
-        deviations = protocol_deviations((configs or {}).get(pair, {}), pub.protocol)
+        deviations = protocol_deviations((configs or {}).get(pair, {}), pub.protocol, pub.dataset)
         if deviations:
             notes.append(f"{pair}: our recipe departs from the {pub.protocol} protocol ({', '.join(deviations)}); "
                          "the published numbers are indicative only.")
-    for source in sorted({p.source for p in published.values()}):
-        notes.insert(0, f"[published]: {source}; shown only for pairs with the same teacher, student, dataset "
-                        "(cifar100) and protocol.")
-    frame = pd.DataFrame(cells, columns=["row", "pair", "kind", "mean", "std", "n"])
-    present = set(frame["row"])
-    rows = [r for r in [TEACHER, *methods] if r in present]
-    rows += sorted(r for r in present if r.startswith("published:"))
-    if metric == "test_acc_best" and published:
-        notes.append("The published numbers are last-epoch accuracies; this table selects the epoch on the "
-                     "held-out split, so compare with care.")
-    return PaperTable(study, metric, rows, pairs, [p for p in pairs if p in published], frame, notes)
+    frame = pd.DataFrame(cells, columns=_COLUMNS)
+    used = sorted({SOURCES[k] for k in frame.loc[frame["kind"] == "published", "source"]}, key=lambda x: x.mark)
+    head = [our_rule(metric)]
+    for source in used:
+        head.append(f"[{source.mark}] published: {source.text}.")
+    if used:
+        head.append("Published numbers are shown only for pairs with the same teacher, student, dataset and protocol; "
+                    "they were chosen by their source's rule, ours by ours, so compare with care.")
+    present_rows = set(frame["row"])
+    rows = [r for r in [TEACHER, *methods] if r in present_rows]
+    rows += list(dict.fromkeys(frame.loc[frame["row"].str.startswith("published:"), "row"]))
+    return PaperTable(study, metric, rows, pairs, [p for p in pairs if p in published], frame, head + notes)
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -126,6 +147,8 @@ def _text(cell: dict | None, modal_n: int) -> str:
     if cell is None or cell["mean"] is None or (isinstance(cell["mean"], float) and math.isnan(cell["mean"])):
         return "–"
     text = f"{cell['mean']:.2f}"
+    if cell["kind"] == "published" and cell.get("source"):
+        text += f" [{SOURCES[cell['source']].mark}]"
     if cell["kind"] == "ours":
         if cell["n"] > 1 and not math.isnan(cell["std"]):
             text += f" ± {cell['std']:.2f}"
@@ -163,6 +186,7 @@ def _tex(text: str) -> str:
     text = text.replace("\\", r"\textbackslash{}")
     for ch in "&%$#_{}":
         text = text.replace(ch, "\\" + ch)
+    text = text.replace("`", "")  # Markdown code marks; in LaTeX a backtick is an opening quote
     return text.replace("->", r"$\to$").replace("±", r"$\pm$").replace("–", "--")
 
 
@@ -172,7 +196,8 @@ def to_latex(table: PaperTable) -> str:
         "% " + table.title,
         r"\begin{table}[t]",
         r"\centering",
-        r"\caption{" + _tex(table.title) + r" Mean $\pm$ std over seeds; best per pair in bold.}",
+        r"\caption{" + _tex(table.title) + r". Mean $\pm$ std over seeds; best per pair in bold. "
+        + " ".join(_tex(n) for n in table.notes if n.startswith(("Ours:", "["))) + "}",
         r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
         r"\toprule",
         " & ".join(_tex(h) for h in header) + r" \\",
@@ -196,9 +221,13 @@ def to_csv_frame(table: PaperTable) -> pd.DataFrame:
             rec[f"{pair} mean"] = ours["mean"] if ours else float("nan")
             rec[f"{pair} std"] = ours["std"] if ours else float("nan")
             rec[f"{pair} n"] = ours["n"] if ours else 0
+            rec[f"{pair} ci_low"] = ours["ci_low"] if ours else float("nan")
+            rec[f"{pair} ci_high"] = ours["ci_high"] if ours else float("nan")
             if pair in table.published_pairs:
                 pub = table.cell(row, pair, "published")
                 rec[f"{pair} published"] = pub["mean"] if pub else float("nan")
+                rec[f"{pair} published source"] = pub["source"] if pub else ""
+                rec[f"{pair} published rule"] = SOURCES[pub["source"]].rule if pub else ""
         records.append(rec)
     return pd.DataFrame(records)
 

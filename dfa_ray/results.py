@@ -40,7 +40,6 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from dfa_ray.errors import DfaRayError
-from dfa_ray.spec import safe_name
 
 STAGES = ("teacher", "search", "distill")
 STATUSES = ("completed", "pruned", "errored", "running")
@@ -296,9 +295,13 @@ class ResultsWriter:
         self.trials_dir.mkdir(parents=True, exist_ok=True)
 
     def epoch_path(self, stage: str, trial_id: str, epoch: int) -> Path:
+        from dfa_ray.spec import safe_name  # here, not at the top: reading results (the analysis) needs no spec
+
         return self.epochs_dir / f"{safe_name(stage)}__{safe_name(trial_id)}__{int(epoch):05d}.parquet"
 
     def trial_path(self, stage: str, trial_id: str) -> Path:
+        from dfa_ray.spec import safe_name
+
         return self.trials_dir / f"{safe_name(stage)}__{safe_name(trial_id)}.parquet"
 
     def write_epoch(self, row: Mapping[str, Any]) -> Path:

@@ -4,7 +4,8 @@
 chosen so that gains, standard deviations, win/tie/loss counts, ranks and Spearman
 correlations can be worked out by hand (see the comments and tests/test_analysis.py), a
 digits / quick pair (no published numbers), the search trials of one pair, and one errored
-trial. Importing this module imports neither torch nor Ray.
+trial; `labelled_axes(fig)` checks a figure's axis labels. Importing this module imports
+neither torch nor Ray.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def pair_name(pair: tuple[str, str]) -> str:
 def distill_trial(w: ResultsWriter, pair: tuple[str, str], method: str, seed: int, acc: float | None,
                   dataset: str = "cifar100", config: dict | None = None, status: str = "completed",
                   reason: str | None = None, epochs: int = 2, planned: int = 2, genotype: Any = None) -> None:
-    tid = f"d-{pair[1]}-{method}-{seed}-{dataset}"
+    tid = f"d-{pair[0]}-{pair[1]}-{method}-{seed}-{dataset}"  # one student may have two teachers
     ident = dict(stage="distill", trial_id=tid, pair=pair_name(pair), teacher=pair[0], student=pair[1],
                  dataset=dataset, method=method, seed=seed,
                  config={**(config or CRD_CONFIG), "method": method, "teacher": pair[0], "student": pair[1]})
@@ -127,3 +128,15 @@ def write_spec(sweep_dir: Path, pairs: list[tuple[str, str]], methods: list[str]
             "distill": {"enabled": True, "methods": methods, "seeds": seeds},
             "search": {"enabled": search, "num_samples": 2}, "data": {"name": "cifar100"}}
     (Path(sweep_dir) / "spec.json").write_text(json.dumps(spec))
+
+
+def labelled_axes(fig) -> list:
+    """The Axes of a matplotlib Figure that show data (on, not a colour bar), each checked to have
+    an x and a y label (a "no data" panel, without ticks, needs none); returns them."""
+    axes = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+    assert axes, "no axes drawn"
+    for ax in axes:
+        if ax.get_xticks().size or ax.get_yticks().size:
+            assert ax.get_xlabel().strip(), f"no x label on {ax.get_title()!r}"
+            assert ax.get_ylabel().strip(), f"no y label on {ax.get_title()!r}"
+    return axes

@@ -4,6 +4,7 @@ tests/analysis_fixtures.py (the comments show the arithmetic)."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import robustness as R
-from analysis import search as S
-from analysis import tables as T
-from analysis.loading import load_results
-from analysis.published import PUBLISHED, protocol_deviations, published_for
+from dfa_ray_analysis import robustness as R
+from dfa_ray_analysis import search as S
+from dfa_ray_analysis import tables as T
+from dfa_ray_analysis.loading import load_results
+from dfa_ray_analysis.published import PUBLISHED, protocol_deviations, published_for
 from analysis_fixtures import DIGITS, ERROR_REASON, P1, P2, P3, P4, pair_name, write_known_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,18 +37,23 @@ def cell(summary: pd.DataFrame, pair, method: str, metric: str = "test_acc_last"
     return row.iloc[0]
 
 
-def test_analysis_imports_neither_torch_nor_ray(tmp_path):
+def test_analysis_imports_neither_torch_nor_ray_nor_the_spec(tmp_path):
+    """Run from a folder outside the repository (the installed package), writing a whole report."""
+    sweep = write_known_sweep(tmp_path / "s")  # writing results is the sweep's job, not the analysis'
     code = (
-        "import sys\nfrom pathlib import Path\n"
-        "import analysis, analysis.loading, analysis.robustness, analysis.search, analysis.published\n"
-        "import analysis.tables, analysis.plots, analysis.report, analysis.model_params\n"
-        "from tests.analysis_fixtures import write_known_sweep\n"
-        "from analysis.report import write_report\n"
-        f"write_report(write_known_sweep(Path({str(tmp_path)!r}) / 's'), {str(tmp_path / 'r')!r})\n"
-        "bad = sorted(m for m in ('torch', 'ray') if m in sys.modules)\n"
+        "import sys\n"
+        "import dfa_ray_analysis, dfa_ray_analysis.loading, dfa_ray_analysis.robustness, dfa_ray_analysis.search\n"
+        "import dfa_ray_analysis.published, dfa_ray_analysis.stats, dfa_ray_analysis.tables, dfa_ray_analysis.plots\n"
+        "import dfa_ray_analysis.report, dfa_ray_analysis.model_params\n"
+        "from dfa_ray_analysis.report import write_report\n"
+        f"write_report({str(sweep)!r}, {str(tmp_path / 'r')!r})\n"
+        "bad = sorted(m for m in ('torch', 'ray', 'dfa_ray.spec', 'pydantic', 'analysis') if m in sys.modules)\n"
         "assert not bad, bad\n"
+        "assert sys.modules['dfa_ray_analysis'].__file__.endswith('analysis/__init__.py')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r" / "report.md").is_file()
 
@@ -72,9 +78,13 @@ def test_errored_and_digits_rows_stay_apart(known):
     assert errored["reason"].tolist() == [ERROR_REASON]
 
 
-def test_gains_and_tie_rule(known):
-    _, summary = known
-    gains = R.dfa_gains(summary)
+def _gains(summary_or_trials, rule="ci"):
+    return R.dfa_gains(R.seed_values(summary_or_trials), rule=rule)
+
+
+def test_gains_and_the_band_rule(known):
+    results, _ = known
+    gains = _gains(results.trials, rule="band")
     g = gains[(gains["metric"] == "test_acc_last") & (gains["study"] == CRD)].set_index(["pair", "baseline"])
 
     def at(pair, base):
@@ -92,6 +102,27 @@ def test_gains_and_tie_rule(known):
     assert at(P4, "vanilla")["gain"] == pytest.approx(2.8)
 
 
+def test_gains_and_the_interval_rule(known):
+    results, _ = known
+    g = _gains(results.trials)
+    g = g[(g["metric"] == "test_acc_last") & (g["study"] == CRD)].set_index(["pair", "baseline"])
+    p1 = g.loc[(pair_name(P1), "kd")]
+    # seeds 0, 1: DFA - KD = 1.0, 1.2 -> mean 1.1, s = 0.1414; t(0.975, 1) = 12.706
+    half = 12.7062047 * math.sqrt(0.02) / math.sqrt(2)
+    assert p1["paired_n"] == 2 and p1["paired_seeds"] == "0,1"
+    assert (p1["ci_low"], p1["ci_high"]) == (pytest.approx(1.1 - half), pytest.approx(1.1 + half))
+    assert p1["outcome"] == "tie"  # the band rule called it a win; two seeds cannot
+    # t = 1.1 / (0.1414 / sqrt 2) = 11 on 1 dof: p = 2 * (1 - F(11)) = 0.0577
+    assert p1["p_value"] == pytest.approx(0.05772, abs=1e-4)
+    # the same difference on both seeds: a zero-width interval, decided by its sign
+    assert g.loc[(pair_name(P3), "kd"), "outcome"] == "loss" and g.loc[(pair_name(P3), "vanilla"), "outcome"] == "win"
+    assert g.loc[(pair_name(P2), "kd"), "ci_high"] == pytest.approx(-0.1)
+    assert g.loc[(pair_name(P4), "kd"), "outcome"] == "too few seeds"  # one seed: no interval, no claim
+    assert math.isnan(g.loc[(pair_name(P4), "kd"), "ci_low"])
+    with pytest.raises(ValueError, match="rule must be one of ci, band"):
+        R.dfa_gains(R.seed_values(results.trials), rule="fixed")
+
+
 def test_pooled_std_and_threshold():
     assert R.pooled_std(0.2, 2, 0.4, 2) == pytest.approx(math.sqrt((0.04 + 0.16) / 2))
     assert R.pooled_std(0.0, 1, 0.5, 3) == pytest.approx(0.5)  # the single seed adds no variance, no dof
@@ -101,8 +132,8 @@ def test_pooled_std_and_threshold():
 
 
 def test_win_tie_loss_counts(known):
-    _, summary = known
-    wtl = R.win_tie_loss(R.dfa_gains(summary))
+    results, _ = known
+    wtl = R.win_tie_loss(_gains(results.trials, rule="band"))
     w = wtl[(wtl["study"] == CRD) & (wtl["metric"] == "test_acc_last")].set_index("baseline")
     assert w.loc["vanilla", ["wins", "ties", "losses"]].tolist() == [4, 0, 0]
     assert w.loc["kd", ["wins", "ties", "losses"]].tolist() == [1, 2, 1]
@@ -110,6 +141,38 @@ def test_win_tie_loss_counts(known):
     assert w.loc["kd", "mean_gain"] == pytest.approx((1.1 - 0.1 - 0.6 + 0.0) / 4)
     assert w.loc["kd", "worst_pair"] == pair_name(P3) and w.loc["kd", "worst_gain"] == pytest.approx(-0.6)
     assert list(wtl["metric"].unique()) == ["test_acc_last", "test_acc_best"]  # last epoch first
+    # across pairs (4 pairs: the sign test): vanilla behind DFA on all 4 -> p = 2 / 2^4
+    assert w.loc["vanilla", "test"] == "sign" and w.loc["vanilla", "p_value"] == pytest.approx(0.125)
+    assert w.loc["vanilla", "p_holm"] == pytest.approx(0.25)  # the smaller of 2 p-values, times 2
+    assert w.loc["vanilla", "rank_biserial"] == pytest.approx(1.0)
+    # kd: gains +1.1, -0.1, -0.6, 0.0 -> the zero is dropped; 1 of 3 positive: p = 1
+    assert w.loc["kd", ["tested_pairs", "positive", "negative"]].tolist() == [3, 1, 2]
+    assert w.loc["kd", "p_value"] == pytest.approx(1.0)
+    # ranks of |d| 1.1, 0.1, 0.6 -> 3, 1, 2: (3 - 1 - 2) / 6 = 0
+    assert w.loc["kd", "rank_biserial"] == pytest.approx(0.0)
+    assert w.loc["all", "test"] == "none"
+
+    ci = R.win_tie_loss(_gains(results.trials))
+    c = ci[(ci["study"] == CRD) & (ci["metric"] == "test_acc_last")].set_index("baseline")
+    assert c.loc["kd", ["wins", "ties", "losses", "too_few"]].tolist() == [0, 1, 2, 1]
+    assert c.loc["all", ["wins", "ties", "losses", "too_few"]].tolist() == [3, 1, 2, 2]
+
+
+def test_verdict_is_against_the_best_other_method(known):
+    results, _ = known
+    v = R.verdict(_gains(results.trials))
+    v = v[(v["study"] == CRD) & (v["metric"] == "test_acc_last")].set_index("pair")
+    assert set(v["baseline"]) == {"kd"}  # KD has the higher mean on every pair
+    assert v.loc[pair_name(P1), "outcome"] == "tie" and v.loc[pair_name(P4), "outcome"] == "too few seeds"
+    assert v.loc[pair_name(P4), "min_seeds"] == 1 and v.loc[pair_name(P1), "min_seeds"] == 2
+
+
+def test_summary_has_the_t_interval(known):
+    _, summary = known
+    c = cell(summary, P1, "vanilla")  # 73.0, 73.4: mean 73.2, s = 0.2828, t(0.975, 1) = 12.706
+    half = 12.7062047 * math.sqrt(0.08) / math.sqrt(2)
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(73.2 - half), pytest.approx(73.2 + half))
+    assert math.isnan(cell(summary, P4, "kd")["ci_low"])
 
 
 def test_average_ranks_with_ties(known):
@@ -168,15 +231,26 @@ def test_published_numbers_only_beside_matching_pairs(known):
     assert table.cell("vanilla", pair_name(P1), "published")["mean"] == 73.26
     assert table.cell("teacher", pair_name(P1), "published")["mean"] == 75.61
     assert table.cell("published:CRD", pair_name(P1), "published")["mean"] == 75.48
+    assert table.cell("published:DKD", pair_name(P1), "published")["source"] == "mdistiller"
     assert table.cell("dfa", pair_name(P1), "published") is None  # the CRD table has no DFA column
     md = T.to_markdown(table)
-    assert "wrn_40_2->wrn_16_2 [published]" in md and "74.92" in md and "CRD [published]" in md
+    assert "wrn_40_2->wrn_16_2 [published]" in md and "74.92 [a]" in md and "CRD [published]" in md
+    assert "76.23 [b]" in md  # DKD, from mdistiller: its own source mark
     assert "**75.20 ± 0.28**" in md  # ours, best of the pair in bold
+    notes = " ".join(table.notes)
+    assert "[a] published: Tian et al." in notes and "the last epoch" in notes
+    assert "[b] published: Zhao et al." in notes and "best epoch on the test set, mean of 5 runs" in notes
+    assert "Ours: test accuracy of the weights of the last epoch" in notes
     assert "74.92" in T.to_latex(table) and r"wrn\_40\_2$\to$wrn\_16\_2" in T.to_latex(table)
+    assert "the last epoch" in T.to_latex(table)
     csv = T.to_csv_frame(table).set_index("method")
     assert csv.loc["kd", "wrn_40_2->wrn_16_2 published"] == 74.92
+    assert csv.loc["kd", "wrn_40_2->wrn_16_2 published rule"] == "the last epoch"
     assert csv.loc["dfa", "wrn_40_2->wrn_16_2 mean"] == pytest.approx(75.2)
     assert csv.loc["dfa", "wrn_40_2->wrn_16_2 n"] == 2
+
+    best = T.paper_table(summary, teachers, CRD, "test_acc_best")
+    assert "held-out validation split" in " ".join(best.notes)
 
     digits = T.paper_table(summary, teachers, "digits / quick", "test_acc_last")
     assert digits.published_pairs == [] and "published" not in T.to_markdown(digits)
@@ -184,15 +258,16 @@ def test_published_numbers_only_beside_matching_pairs(known):
 
 
 def test_published_matching_rules():
-    assert published_for("wrn_40_2", "wrn_16_2", "cifar100", "crd").for_method("kd") == 74.92
+    assert published_for("wrn_40_2", "wrn_16_2", "cifar100", "crd").for_method("kd").value == 74.92
     assert published_for("wrn_40_2", "wrn_16_2", "cifar100", "overhaul") is None  # other protocol
     assert published_for("wrn_40_2", "wrn_16_2", "cifar100", "quick") is None
     assert published_for("wrn_40_2", "wrn_16_2", "cifar10", "crd") is None  # other dataset
     assert published_for(*DIGITS, "digits", "quick") is None
     assert published_for("resnet20", "resnet8", "cifar100", "crd") is None  # not a published pair
     overhaul = published_for("wrn_28_4", "wrn_16_4", "cifar100", "overhaul")
-    assert overhaul.for_method("dfa") == 79.74 and overhaul.for_method("vanilla") == 77.28
-    assert overhaul.values["Overhaul"] == 79.11 and overhaul.values["T"] == 78.91
+    assert overhaul.for_method("dfa").value == 79.74 and overhaul.for_method("vanilla").value == 77.28
+    assert overhaul.value("Overhaul") == 79.11 and overhaul.value("T") == 78.91
+    assert overhaul.for_method("ofd").source.rule == "the median of 5 final models"
     assert published_for("wrn_28_4", "resnet56", "cifar100", "overhaul").for_method("dfa") is None
     assert len([p for p in PUBLISHED if p.protocol == "crd"]) == 13
     assert protocol_deviations({"recipe.epochs": 30, "recipe.batch_size": 64}, "crd") == ["epochs 30 (protocol: 240)"]

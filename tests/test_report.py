@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report import write_report
-from analysis_fixtures import ERROR_REASON, P1, P2, distill_trial, pair_name, write_known_sweep, write_spec
+from dfa_ray_analysis.report import write_report
+from analysis_fixtures import (ERROR_REASON, P1, P2, distill_trial, labelled_axes, pair_name, write_known_sweep,
+                               write_spec)
 from dfa_ray.errors import DfaRayError
 from dfa_ray.report_cli import add_report_command
 from dfa_ray.results import ResultsWriter, flatten_config
@@ -42,12 +43,35 @@ def test_known_sweep_report(tmp_path):
     for name in ("accuracy_cifar100_crd_test_acc_last.md", "accuracy_cifar100_crd_test_acc_last.tex",
                  "accuracy_cifar100_crd_test_acc_last.csv", "dfa_gains.csv", "win_tie_loss.csv"):
         assert (tmp_path / "out" / "tables" / name).is_file()
-    assert "5 wins, 2 ties, 1 loss" in text  # the hand-counted outcomes of test_analysis
-    assert "**Where DFA loses**: resnet32x4->resnet8x4 vs KD (-0.60" in text
-    assert "wrn_40_2->wrn_16_2 [published]" in text and "74.92" in text
-    assert "ours − published" in text
+    # the hand-counted outcomes of test_analysis, by the interval rule
+    assert "**3 wins, 1 tie, 2 losses** in 6 decided pair-by-baseline comparisons, 2 with too few seeds" in text
+    assert "**Where DFA loses**: resnet32x4->resnet8x4 vs KD (-0.60, 95 % CI [-0.60, -0.60])" in text
+    assert "wrn_40_2->wrn_16_2 [published]" in text and "74.92 [a]" in text
+    assert "ours (test accuracy, last epoch) − published" in text and "[a] Tian et al.: the last epoch" in text
     assert "## Errored trials" in text and ERROR_REASON in text
-    assert "**Tie rule.**" in text and "0.3 points" in text
+    assert "**Tie rule (95 % interval of the paired difference).**" in text and "Holm" in text
+    # the first page: the verdict against the best other method of each pair, with its seeds
+    assert text.index("## Verdict") < text.index("## Overview")
+    verdict = text.split("## Verdict", 1)[1].split("## Overview", 1)[0]
+    assert ("DFA beat the best other method of the pair on **0 of 4** pair(s) by the rule (the 95 % interval of "
+            "the paired difference above zero), tied on 1 and lost on 2; 1 pair(s) have too few seeds in common "
+            "(< 2) for any claim: vgg13->vgg8.") in verdict
+    assert "| wrn_40_2->wrn_16_2 | KD | 75.20 ± 0.28 (n=2) | 74.10 ± 0.14 (n=2) | 2 | +1.10 [-0.17, +2.37] | tie |" \
+        in verdict
+    for name in ("gains_cifar100_crd", "gap_cifar100_crd", "alpha_heatmaps", "search_curves"):
+        assert (tmp_path / "out" / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF-")
+        assert f"figures/{name}.pdf" in text
+
+
+def test_the_band_rule_is_an_option(tmp_path):
+    sweep = write_known_sweep(tmp_path / "known")
+    text = write_report(sweep, tmp_path / "out", rule="band").read_text()
+    assert "**Tie rule (band).**" in text and "0.3 points" in text
+    assert "**5 wins, 2 ties, 1 loss**" in text  # the band rule's counts (test_analysis)
+    with pytest.raises(DfaRayError, match="tie rule 'fixed' is not known; use one of ci, band"):
+        write_report(sweep, tmp_path / "out", rule="fixed")
+    assert run_cli(["report", str(sweep), "--out", str(tmp_path / "cli"), "--tie-rule", "band"]) == 0
+    assert "**Tie rule (band).**" in (tmp_path / "cli" / "report.md").read_text()
 
 
 def test_partial_folder_reports_what_is_there_and_what_is_missing(tmp_path):
@@ -70,8 +94,9 @@ def test_partial_folder_reports_what_is_there_and_what_is_missing(tmp_path):
     assert "one seed per method" in missing
     assert "Teacher wrn_40_2 on cifar100: no accuracy" in missing
     assert "## Errored trials" in text and ERROR_REASON in text
-    # what is there is still reported: DFA vs vanilla on the one pair, by the fixed tolerance
-    assert "1 win, 0 ties, 0 losses" in text
+    # what is there is still reported: DFA vs vanilla on the one pair, too few seeds for a claim
+    assert "0 wins, 0 ties, 0 losses** in 0 decided pair-by-baseline comparisons, 1 with too few seeds" in text
+    assert "no comparison there can be decided by the interval rule" in missing
     for path in linked_files(report):
         assert path.is_file(), path
 
@@ -114,6 +139,71 @@ def test_cli_prints_the_report_path(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.md")
     assert run_cli(["report", str(sweep)]) == 0
     assert capsys.readouterr().out.strip() == str(sweep / "report" / "report.md")
+
+
+# --- several sweeps -------------------------------------------------------------------------------
+def two_sweeps(tmp_path: Path) -> tuple[Path, Path]:
+    """`main`: P1 and P2 with vanilla / kd / dfa, seeds 0-1; `ablation`: P1's dfa:last and dfa:average,
+    seeds 0-1, a third seed of P1's dfa, and a second copy of P1 dfa seed 0 (a number in both)."""
+    main = ResultsWriter(tmp_path / "storage" / "main", {"sweep": "main"})
+    for pair, base in ((P1, 73.0), (P2, 69.0)):
+        for seed in (0, 1):
+            distill_trial(main, pair, "vanilla", seed, base + 0.1 * seed)
+            distill_trial(main, pair, "kd", seed, base + 1.0 + 0.1 * seed)
+            distill_trial(main, pair, "dfa", seed, base + 2.0 + 0.2 * seed)
+    ablation = ResultsWriter(tmp_path / "storage" / "ablation", {"sweep": "ablation"})
+    for seed in (0, 1):
+        distill_trial(ablation, P1, "dfa:last", seed, 74.5 + 0.1 * seed)
+        distill_trial(ablation, P1, "dfa:average", seed, 74.0)
+    distill_trial(ablation, P1, "dfa", 2, 75.1)
+    distill_trial(ablation, P1, "dfa", 0, 99.0)  # also in `main`: main's (named first) is used
+    write_spec(tmp_path / "storage" / "ablation", [P1], ["dfa:last", "dfa:average", "dfa"], [0, 1, 2], search=False)
+    return tmp_path / "storage" / "main", tmp_path / "storage" / "ablation"
+
+
+def test_one_report_over_two_sweeps(tmp_path, capsys):
+    main, ablation = two_sweeps(tmp_path)
+    assert run_cli(["report", str(main), str(ablation), "--out", str(tmp_path / "r")]) == 0
+    report = Path(capsys.readouterr().out.strip())
+    assert report == tmp_path / "r" / "report.md"
+    text = report.read_text()
+    assert text.startswith("# DFA report over several sweeps: main + ablation")
+    assert f"  - main: `{main / 'results'}`" in text and f"  - ablation: `{ablation / 'results'}`" in text
+    # both sweeps' methods in one table, one row each
+    table = text.split("### cifar100 / crd: test accuracy, last epoch (%)", 1)[1].split("###", 1)[0]
+    for label in ("Student (vanilla)", "KD", "DFA genotype: last", "DFA genotype: average", "DFA"):
+        assert f"| {label} |" in table
+    # DFA on P1: seeds 0, 1 from main (75.0, 75.2) and seed 2 from the ablation (75.1): mean 75.10
+    assert "| DFA | **71.10 ± 0.14** | – | **75.10 ± 0.10 (n=3)** | – |" in table
+    assert "| DFA genotype: last | – | – | 74.55 ± 0.07 | – |" in table
+    # where each number came from
+    prov = text.split("## Where each number came from", 1)[1].split("\n## ", 1)[0]
+    assert f"| cifar100 / crd | {pair_name(P1)} | DFA | main | 0,1 | 2 |" in prov
+    assert f"| cifar100 / crd | {pair_name(P1)} | DFA | ablation | 2 | 1 |" in prov
+    assert f"| cifar100 / crd | {pair_name(P1)} | DFA genotype: last | ablation | 0,1 | 2 |" in prov
+    assert f"| cifar100 / crd | {pair_name(P2)} | KD | main | 0,1 | 2 |" in prov
+    missing = text.split("## Missing", 1)[1]
+    assert (f"cifar100 / crd: {pair_name(P1)} dfa seed 0 (distill) is in both main and ablation; the report uses "
+            "main's (named first).") in missing
+    assert f"ablation: {pair_name(P1)} dfa:last: no trial for seed(s) 2" in missing  # against its own spec.json
+    assert "ablation: No search-stage trial" not in missing  # its spec has no search
+    gains = (tmp_path / "r" / "tables" / "dfa_gains.csv").read_text()
+    assert "dfa:last" in gains and "kd" in gains
+    assert (tmp_path / "r" / "tables" / "provenance.csv").is_file()
+
+
+def test_several_sweeps_need_out_and_distinct_folders(tmp_path, capsys):
+    from dfa_ray.cli import main as dfa_ray_main
+
+    main, ablation = two_sweeps(tmp_path)
+    assert dfa_ray_main(["report", str(main), str(ablation)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dfa-ray report: error: --out: a report of several sweeps needs an output folder; give --out DIR"]
+    assert dfa_ray_main(["report", str(main), str(main / "results"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is given twice" in err[0] and "name each sweep folder once" in err[0]
+    with pytest.raises(DfaRayError, match="needs an output folder"):
+        write_report([main, ablation])
 
 
 # --- a real tiny sweep ------------------------------------------------------------------------------
@@ -207,6 +297,17 @@ def test_report_of_a_real_tiny_sweep_names_every_pair_and_method(tmp_path):
     assert "1 stopped by ASHA" in text
     for path in linked_files(report):
         assert path.is_file(), path
-    assert {p.name for p in (tmp_path / "out" / "figures").glob("*.png")} == {
-        "gains_digits_quick.png", "gap_digits_quick.png", "alpha_heatmaps.png", "alpha_trajectories.png",
-        "search_curves.png"}
+    # the figure gallery on these real results: every plot returns a Figure with labelled axes
+    from dfa_ray_analysis import plots as P
+    from dfa_ray_analysis.bundle import SweepAnalysis
+    from dfa_ray_analysis.loading import load_results
+
+    a = SweepAnalysis(load_results(sweep))
+    study = "digits / quick"
+    for fig in (P.plot_dfa_gains(a.gains, study), P.plot_gap(a.gap, a.summary, study, "test_acc_last"),
+                P.plot_alpha_heatmaps(a.alphas), P.plot_alpha_trajectories(a.trajectories),
+                P.plot_search_curves(a.search_trials, a.search_epochs, a.chosen)):
+        assert fig.get_suptitle() and labelled_axes(fig)
+    names = {"gains_digits_quick", "gap_digits_quick", "alpha_heatmaps", "alpha_trajectories", "search_curves"}
+    assert {p.name for p in (tmp_path / "out" / "figures").iterdir()} == {
+        f"{n}.{ext}" for n in names for ext in ("png", "pdf")}
