@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.model_params import PARAMS_AT_100_CLASSES, param_count, param_ratio
+from dfa_ray_analysis.model_params import PARAMS_AT_100_CLASSES, param_count, param_ratio
 from dfa_ray.models import MODELS, model_summary
 
 
@@ -19,6 +19,6 @@ def test_parameter_count_matches_model_summary(name):
 
 
 def test_known_counts_and_ratio():
-    assert param_count("wrn_40_2") == 2_255_156 and param_count("resnet20") == 278_324  # kd_protocol.md
+    assert param_count("wrn_40_2") == 2_255_156 and param_count("resnet20") == 278_324  # the CRD benchmark's counts
     assert param_ratio("resnet56", "resnet20") == pytest.approx(861_620 / 278_324)
     assert param_count("no_such_model") is None and param_ratio("resnet56", "no_such_model") is None

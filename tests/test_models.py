@@ -34,7 +34,7 @@ GROUP_COUNTS = {
 }
 FLOOR_DOWNSAMPLING = {"vgg8", "vgg11", "vgg13", "vgg16", "vgg19"}
 
-# CRD benchmark parameter counts at 100 classes (kd_protocol.md).
+# CRD benchmark parameter counts at 100 classes (docs/protocols.md).
 PARAM_COUNTS = {
     "resnet8x4": 1_233_540,
     "resnet32x4": 7_433_860,
@@ -247,8 +247,17 @@ def test_forward_groups_matches_group_info(model, size, preact):
             assert f.shape == (2, info.channels, side, side)
 
 
+# Families whose pre-activation feature is not "the block before its final_act" (the models'
+# docstrings say why): WRN normalises each raw residual sum by the next BN; MobileNetV2's
+# linear bottlenecks have no pre-activation tensor at all.
+NEXT_BN_PREACT = {n for n in ALL_MODELS if n.startswith("wrn_")}
+NO_PREACT = {"MobileNetV2"}
+
+
 @torch.no_grad()
 def test_preact_features_are_before_the_final_activation(model):
+    if model.name in NEXT_BN_PREACT:
+        return _check_wrn_preact_is_the_next_bn(model)
     x = _inputs(32)
     _, pre = model.forward_groups(x, preact=True)
     _, post = model.forward_groups(x, preact=False)
@@ -261,7 +270,44 @@ def test_preact_features_are_before_the_final_activation(model):
                 assert not act.inplace
                 assert pre[g][i].min() < 0  # really the tensor before the ReLU
             else:
+                assert model.name in NO_PREACT, f"{model.name}: preact=True is a no-op here"
                 assert torch.equal(pre[g][i], post[g][i])
+
+
+def _check_wrn_preact_is_the_next_bn(m: GroupedModel) -> None:
+    """Block k's pre-activation feature is block k+1's bn1 of its raw sum; the last one's is
+    the network's final BN of it (eval mode, the fixture's non-trivial BN statistics)."""
+    x = _inputs(16)
+    _, pre = m.forward_groups(x, preact=True)
+    _, raw = m.forward_groups(x, preact=False)
+    blocks = [b for grp in m.groups for b in grp]
+    flat_pre = [f for grp in pre for f in grp]
+    flat_raw = [f for grp in raw for f in grp]
+    for k, (p, r) in enumerate(zip(flat_pre, flat_raw)):
+        bn = blocks[k + 1].bn1 if k + 1 < len(blocks) else m.bn
+        assert torch.allclose(p, bn(r), atol=1e-6), k
+        assert not torch.allclose(p, r, atol=1e-3), k
+
+
+@pytest.mark.parametrize("name", ["wrn_16_2", "wrn_28_4"])
+def test_wrn_preact_candidates_have_unit_second_moment_in_train_mode(name):
+    """In train mode at initialisation every pre-activation candidate is BN-normalised by batch
+    statistics (second moment 1 per channel), while the raw sums grow with depth."""
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=10).train()
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, pre = m.forward_groups(x, preact=True)
+        _, raw = m.forward_groups(x, preact=False)
+    for g, (pg, rg) in enumerate(zip(pre, raw)):
+        energies = []
+        for i, (p, r) in enumerate(zip(pg, rg)):
+            moment = p.pow(2).mean(dim=(0, 2, 3))  # per channel
+            assert torch.allclose(moment, torch.ones_like(moment), atol=1e-3), (g, i)
+            assert not torch.allclose(p, r, atol=1e-2), (g, i)
+            energies.append(r.pow(2).mean().item())
+        if len(energies) > 1:
+            assert energies[-1] > energies[0], (g, energies)  # the bias preact removes
 
 
 @pytest.mark.parametrize("preact", [True, False])

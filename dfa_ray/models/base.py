@@ -1,4 +1,4 @@
-"""The layer-group contract every model of the zoo keeps (see DESIGN.md, Contracts).
+"""The layer-group contract every model of the zoo keeps (see docs/design.md, Contracts).
 
 A *layer group* is the run of blocks that share one spatial size. DFA needs, per group, the
 output of every block (the teacher's aggregation candidates), the last one (the student's
@@ -62,7 +62,9 @@ class GroupedModel(nn.Module):
       see `transition` below).
     - `transitions`: optional `nn.ModuleList` (len G) applied to the input of group g before
       its first block (e.g. VGG's max-pool); identity by default.
-    - `forward_head(h)`: from the (post-activation) output of the last group to the logits.
+    - `forward_head(h, pre_logits=False)`: from the (post-activation) output of the last group
+      to the logits; with `pre_logits=True` it stops before the classifier and returns the
+      pooled embedding [N, D] (timm's exit), whose width D is the classifier's `in_features`.
     - `group_info`: tuple of GroupInfo, one per group; `min_size`: smallest input side length.
     """
 
@@ -76,8 +78,33 @@ class GroupedModel(nn.Module):
         self.transitions: nn.ModuleList | None = None
 
     # -- subclasses implement -------------------------------------------------------------
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def get_classifier(self) -> nn.Linear:
+        """The Linear that maps the pre-logits embedding to the logits: the model's last Linear
+        in every family of the zoo (override where it is not)."""
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        if not linears:  # pragma: no cover - every zoo model ends in a Linear
+            raise TypeError(f"{type(self).__name__} has no Linear classifier")
+        return linears[-1]
+
+    def forward_groups_embedding(
+        self, x: torch.Tensor, preact: bool = True
+    ) -> tuple[torch.Tensor, list[list[torch.Tensor]], torch.Tensor]:
+        """`forward_groups(x, preact)` plus the pre-logits embedding (what `forward_head(h,
+        pre_logits=True)` returns), in one forward pass.
+
+        The embedding is read as the classifier's input by a forward pre-hook, so a family that
+        overrides `forward_groups` (its own feature wiring) gets this exit unchanged.
+        """
+        seen: list[torch.Tensor] = []
+        handle = self.get_classifier().register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            logits, features = self.forward_groups(x, preact=preact)
+        finally:
+            handle.remove()
+        return logits, features, seen[-1]
 
     # -- shared machinery ------------------------------------------------------------------
     @property

@@ -15,6 +15,12 @@ group's candidates must have one channel count (DFA sums them), so those stages 
 their group's candidates: stage 0 in the stem, stages 3 and 5 as the transitions of groups 2
 and 3. Their blocks are part of the network but not aggregation candidates. The 1x1 conv to
 1280 is in the head.
+
+Pre-activation features. An inverted residual ends in a linear projection (1x1 conv + BN, no
+ReLU) plus the residual: no ReLU is ever applied to a block output, and the next block starts
+with a conv, not a BN, so there is no distinct pre-activation tensor of the block's own shape.
+The block outputs are therefore the features in both modes (`preact=True` and `False` give the
+same tensors), which is also what CRD distils from this net.
 """
 
 from __future__ import annotations
@@ -107,9 +113,9 @@ class MobileNetV2(GroupedModel):
         self.min_size = 1  # only padded convs: even a 1x1 input keeps its size
         init_crd(self, linear="normal")
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.conv_last(h)
-        return self.classifier(torch.flatten(self.pool(h), 1))
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        h = torch.flatten(self.pool(self.conv_last(h)), 1)
+        return h if pre_logits else self.classifier(h)
 
 
 @MODELS.register("MobileNetV2")

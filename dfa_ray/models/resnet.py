@@ -76,8 +76,9 @@ class CifarResNet(GroupedModel):
         self.min_size = 1  # only padded convs: even a 1x1 input keeps its size
         init_crd(self, linear="default")
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(h), 1))
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        h = torch.flatten(self.pool(h), 1)
+        return h if pre_logits else self.fc(h)
 
 
 _THIN = (16, 16, 32, 64)

@@ -96,8 +96,9 @@ class ShuffleNetV1(GroupedModel):
         self._declare_groups(channels=out_planes, strides=(2, 4, 8))
         self.min_size = 1  # padded convs and pools only: even a 1x1 input keeps its size
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.flatten(self.pool(h), 1))
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        h = torch.flatten(self.pool(h), 1)
+        return h if pre_logits else self.linear(h)
 
 
 @MODELS.register("ShuffleV1")

@@ -6,10 +6,15 @@ strides 2, 4, 8 with 4/8/4 units; then a 1x1 conv to 1024 with BN-ReLU (in the h
 average pooling and one Linear. Follows HobbitLong/RepDistiller `models/ShuffleNetv2.py`,
 which keeps PyTorch's default initialisation; so does this file.
 
-Every unit ends in concatenation and channel shuffle, with no activation after them, so
-`final_act` is the identity. (CRD's `preact` feature for this net is the concatenation before
-the branch ReLU and the shuffle, a tensor that does not flow on through the network; here the
-feature is the unit's output.)
+Pre-activation features. A unit's output is the channel shuffle of two halves that each end
+in a ReLU: the branch's last BN followed by a ReLU, and (in a basic unit) the untouched half
+of the input, itself the output of a ReLU. CRD's pre-activation feature for this net is the
+concatenation with the branch's BN output *before* its ReLU. Because the passthrough half is
+already non-negative, ReLU(shuffle(concat(x1, b))) = shuffle(concat(x1, ReLU(b))) exactly, so
+here the ReLU is moved behind the shuffle and becomes the unit's `final_act`: `preact=True`
+reports shuffle(concat(x1, BN output)), which is CRD's tensor up to a fixed channel
+permutation (immaterial to a 1x1 connector), and `forward_from` can re-enter from it. The
+down-sampling unit is treated the same way (both branches end in BN-ReLU).
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ class ShuffleV2Unit(GroupedBlock):
         self.bn2 = nn.BatchNorm2d(half)
         self.conv3 = nn.Conv2d(half, half, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(half)
-        self.final_act = nn.Identity()
+        # the branch's ReLU, moved behind the shuffle (exact: the passthrough half is >= 0)
+        self.final_act = nn.ReLU()
 
     def forward_pre(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x[:, : self.split], x[:, self.split :]
         out = F.relu(self.bn1(self.conv1(x2)))
         out = self.bn2(self.conv2(out))
-        out = F.relu(self.bn3(self.conv3(out)))
+        out = self.bn3(self.conv3(out))
         return channel_shuffle(torch.cat([x1, out], 1), 2)
 
 
@@ -64,12 +70,12 @@ class ShuffleV2DownUnit(GroupedBlock):
         self.bn4 = nn.BatchNorm2d(mid)
         self.conv5 = nn.Conv2d(mid, mid, 1, bias=False)
         self.bn5 = nn.BatchNorm2d(mid)
-        self.final_act = nn.Identity()
+        self.final_act = nn.ReLU()  # both branches' last ReLU, behind the shuffle
 
     def forward_pre(self, x: torch.Tensor) -> torch.Tensor:
-        left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
+        left = self.bn2(self.conv2(self.bn1(self.conv1(x))))
         right = F.relu(self.bn3(self.conv3(x)))
-        right = F.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
+        right = self.bn5(self.conv5(self.bn4(self.conv4(right))))
         return channel_shuffle(torch.cat([left, right], 1), 2)
 
 
@@ -103,9 +109,10 @@ class ShuffleNetV2(GroupedModel):
         self._declare_groups(channels=out_channels[:3], strides=(2, 4, 8))
         self.min_size = 1  # padded convs only: even a 1x1 input keeps its size
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         h = F.relu(self.bn_last(self.conv_last(h)))
-        return self.linear(torch.flatten(self.pool(h), 1))
+        h = torch.flatten(self.pool(h), 1)
+        return h if pre_logits else self.linear(h)
 
 
 @MODELS.register("ShuffleV2")

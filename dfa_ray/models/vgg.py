@@ -70,8 +70,9 @@ class VGG(GroupedModel):
         self.min_size = 8  # three 2x2 max-pools: 8 -> 4 -> 2 -> 1
         init_crd(self, linear="normal")
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(h), 1))
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        h = torch.flatten(self.pool(h), 1)
+        return h if pre_logits else self.classifier(h)
 
 
 @MODELS.register("vgg8")

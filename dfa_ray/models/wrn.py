@@ -7,8 +7,19 @@ Follows HobbitLong/RepDistiller `models/wrn.py` (layers, widths, initialisation)
 fixed 8x8 pool there is adaptive here. wrn_16_4, wrn_28_2 and wrn_28_4 (the DFA paper's
 teacher and students) are the same class at other depths and widths.
 
-Pre-activation blocks end with the residual sum, so `final_act` is the identity and their
-pre-activation and post-activation features coincide; the final BN-ReLU is in the head.
+Features. A pre-activation block ends with the raw residual sum: nothing activates it
+inside the block, so `final_act` is the identity, and `forward_groups(x, preact=False)`
+reports those raw sums. Their scale grows block by block inside a group (measured on
+WRN-28-4 at initialisation: second moments 1.4, 2.5, 3.5, 4.3), so a feature loss against
+them favours shallow blocks for a reason that has nothing to do with what they encode.
+The pre-activation feature of a WRN block, as the CRD and Overhaul code define it, is that
+sum after the BN that the *next* block applies first (`bn1` of the next block; after the last
+block of the network, the final BN): the tensor that the next ReLU sees. That is what
+`forward_groups(x, preact=True)` reports; each BN is applied once per forward (it is the
+network's own BN, run in its own place, so training-mode statistics are updated once).
+`forward_from(g, h, preact=True)` takes such a normalised tensor and continues *after* that
+BN: the first block of every group after the first down-samples, so its shortcut is a conv on
+the normalised input and the raw sum is not needed.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ class WideBasicBlock(GroupedBlock):
     def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
-        self.relu1 = nn.ReLU(inplace=True)
+        # not in place: bn1's output is kept as the previous block's pre-activation feature
+        self.relu1 = nn.ReLU()
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_planes)
         self.relu2 = nn.ReLU(inplace=True)
@@ -43,10 +55,18 @@ class WideBasicBlock(GroupedBlock):
         self.final_act = nn.Identity()
 
     def forward_pre(self, x: torch.Tensor) -> torch.Tensor:
-        act = self.relu1(self.bn1(x))
+        return self.forward_normed(x, self.bn1(x))
+
+    def forward_normed(self, x: torch.Tensor | None, normed: torch.Tensor) -> torch.Tensor:
+        """The block given its input `x` and `bn1(x)`; `x` may be None when the shortcut is a
+        conv (it then sees only the normalised input)."""
+        act = self.relu1(normed)
         out = self.conv2(self.relu2(self.bn2(self.conv1(act))))
-        shortcut = x if self.shortcut is None else self.shortcut(act)
-        return shortcut + out
+        if self.shortcut is not None:
+            return self.shortcut(act) + out
+        if x is None:
+            raise ValueError("this block has an identity shortcut: it needs its raw input")
+        return x + out
 
 
 class WideResNet(GroupedModel):
@@ -67,17 +87,57 @@ class WideResNet(GroupedModel):
                 in_planes = planes
             self.groups.append(blocks)
         self.bn = nn.BatchNorm2d(widths[-1])
-        self.relu = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)
         self._declare_groups(channels=widths, strides=(1, 2, 4))
         self.min_size = 1  # only padded convs: even a 1x1 input keeps its size
         init_crd(self, linear="zero_bias")
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        # `h` may be a caller's tensor (forward_from): the in-place ReLU acts on BN's output.
-        h = self.relu(self.bn(h))
-        return self.fc(torch.flatten(self.pool(h), 1))
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self._head_normed(self.bn(h), pre_logits)
+
+    def _head_normed(self, normed: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        # not in place: `normed` is the last block's pre-activation feature (or a caller's)
+        h = torch.flatten(self.pool(torch.relu(normed)), 1)
+        return h if pre_logits else self.fc(h)
+
+    def forward_groups(
+        self, x: torch.Tensor, preact: bool = True
+    ) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """Logits and every block's output: the raw residual sum, or (`preact`) that sum after
+        the next BN (the module docstring says why)."""
+        if not preact:
+            return super().forward_groups(x, preact=False)
+        h = self.stem(x)
+        normed_inputs: list[torch.Tensor] = []  # bn1(input) of every block, in order
+        for blocks in self.groups:
+            for block in blocks:
+                normed = block.bn1(h)
+                normed_inputs.append(normed)
+                h = block.forward_normed(h, normed)
+        final = self.bn(h)
+        # block k's feature is what block k+1's BN made of its output; the last one's, the final BN's
+        shifted = normed_inputs[1:] + [final]
+        features, k = [], 0
+        for blocks in self.groups:
+            features.append(shifted[k : k + len(blocks)])
+            k += len(blocks)
+        return self._head_normed(final), features
+
+    def forward_from(self, g: int, h: torch.Tensor, preact: bool = True) -> torch.Tensor:
+        """From group `g`'s output to the logits; with `preact`, `h` is that output after the
+        next BN, and the run continues after that BN."""
+        if not preact:
+            return super().forward_from(g, h, preact=False)
+        if not 0 <= g < self.num_groups:
+            raise IndexError(f"group {g} out of range 0..{self.num_groups - 1}")
+        if g == self.num_groups - 1:
+            return self._head_normed(h)
+        blocks = self.groups[g + 1]
+        h = blocks[0].forward_normed(None, h)  # a down-sampling block: conv shortcut
+        for block in blocks[1:]:
+            h = block(h)
+        return super().forward_from(g + 1, h, preact=False)
 
 
 @MODELS.register("wrn_16_1")
