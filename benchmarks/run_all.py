@@ -48,9 +48,10 @@ BENCHMARKS: dict[str, list[str]] = {
     "ray_overhead": [],
     "asha_saving": [],
     "gpu_sharing": [],
+    "method_costs": [],
 }
 Row = dict[str, Any]
-THREADED = ("loader", "distill_step", "search_step")  # those with a --threads option
+THREADED = ("loader", "distill_step", "search_step", "method_costs")  # those with a --threads option
 
 
 # -- running one benchmark ---------------------------------------------------------------------
@@ -217,6 +218,12 @@ def rows_asha_saving(r: dict) -> list[Row]:
     ]
 
 
+def rows_method_costs(r: dict) -> list[Row]:
+    return [_ratio_row(f"{x['method']}{' init stage' if x['phase'] == 'init' else ''} step {x['pair']}, "
+                       f"batch {x['batch_size']}", f"{x['img_s']} img/s", f"{x['kd_img_s']} img/s (KD step)",
+                       f"{x['cost_vs_kd']}x cost", "", None, _device(r)) for x in r["results"] if x["method"] != "kd"]
+
+
 def rows_gpu_sharing(r: dict) -> list[Row]:
     if r.get("skipped"):
         return [_ratio_row(name, r["skipped"], "", "", "", None, _device(r)) for name in r.get("figures", [])]
@@ -240,7 +247,7 @@ def rows_gpu_sharing(r: dict) -> list[Row]:
 EXTRACTORS: dict[str, Callable[[dict], list[Row]]] = {
     "loader": rows_loader, "train_step": rows_train_step, "distill_step": rows_distill_step,
     "search_step": rows_search_step, "ray_overhead": rows_ray_overhead, "asha_saving": rows_asha_saving,
-    "gpu_sharing": rows_gpu_sharing,
+    "gpu_sharing": rows_gpu_sharing, "method_costs": rows_method_costs,
 }
 
 

@@ -65,8 +65,9 @@ class TinyNet(GroupedModel):
         self.fc = nn.Linear(cin, num_classes)
         self.min_size = min_size
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(h), 1))
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        h = torch.flatten(self.pool(h), 1)
+        return h if pre_logits else self.fc(h)
 
 
 @torch.no_grad()

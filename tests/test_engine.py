@@ -34,7 +34,7 @@ def test_recipe_overrides_are_validated_with_the_field_named():
         get_recipe("quick", {"epochs": 0})
     with pytest.raises(ConfigError, match="'batch_size': 'abc' is not a valid int"):
         get_recipe("quick", {"batch_size": "abc"})
-    with pytest.raises(ConfigError, match="unknown recipe 'fast'; valid recipes: crd, overhaul, quick"):
+    with pytest.raises(ConfigError, match="unknown recipe 'fast'; valid recipes: crd, overhaul, dfa_author, dfa_author_cinic, quick"):
         get_recipe("fast")
 
 

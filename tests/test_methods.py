@@ -1,4 +1,4 @@
-"""The distillation methods: keys, weights, frozen teacher, options."""
+"""The distillation methods: the contract (keys, frozen teacher, gradients), weights, options."""
 
 from __future__ import annotations
 
@@ -9,12 +9,19 @@ import torch
 import torch.nn.functional as F
 
 from dfa_ray.dfa import pair_groups, reference_genotype
-from dfa_ray.engine.methods import METHODS, build_distiller
+from dfa_ray.engine.methods import METHODS, TrainSplit, build_distiller, method_catalog
 from dfa_ray.errors import CheckpointError, ConfigError
 from dfa_ray.losses import at_loss, feature_l2, kd_loss, resize_to
 from dfa_helpers import TinyNet, batch, cross_student, cross_teacher, tiny_student, tiny_teacher
 
 KEYS = {"loss_ce", "loss_kd", "loss_feat"}
+
+
+ALL = ["vanilla", "kd", "dkd", "fitnet", "at", "nst", "sp", "pkt", "rkd", "cc", "dfa"]
+# each method's own terms besides the three every row has
+OWN_TERMS = {"dkd": {"loss_tckd", "loss_nckd"}, "rkd": {"loss_rkd_dist", "loss_rkd_angle"}}
+# the term that carries the method's distillation signal (must be non-zero on random data)
+SIGNAL = {"kd": ["loss_kd"], "dkd": ["loss_tckd", "loss_nckd"], "rkd": ["loss_rkd_dist", "loss_rkd_angle"]}
 
 
 def make(method, options=None, kind="average", pair="same"):
@@ -26,28 +33,41 @@ def make(method, options=None, kind="average", pair="same"):
     return build_distiller(method, t, s, options, genotype=geno, image_size=size), size
 
 
-@pytest.mark.parametrize("method", ["vanilla", "kd", "fitnet", "at", "dfa"])
+def test_the_part1_methods_are_registered_in_order():
+    # part-2 methods (CRD, VID, ...) follow in their own modules and test files
+    assert METHODS.names()[: len(ALL)] == ALL
+
+
+@pytest.mark.parametrize("method", ALL)
 @pytest.mark.parametrize("pair", ["same", "cross"])
 def test_forward_train_contract(method, pair):
     d, size = make(method, pair=pair)
     d.train()
     assert not d.teacher.training  # eval whatever train() says
     assert all(not p.requires_grad for p in d.teacher.parameters())
-    x, y = batch(n=4, size=size)
-    logits, losses = d.forward_train(x, y)
-    assert logits.shape == (4, 5) and set(losses) == KEYS
+    x, y = batch(n=6, size=size)
+    logits, losses = d.forward_train(x, y, torch.arange(6))
+    assert logits.shape == (6, 5) and set(losses) == KEYS | OWN_TERMS.get(method, set())
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    for key in SIGNAL.get(method, ["loss_feat"] if method not in ("vanilla",) else []):
+        assert losses[key].item() > 0, key
     total = sum(losses.values())
     total.backward()
+    # gradient flow: the student and every module of the method get gradients, the teacher never
     assert all(p.grad is None for p in d.teacher.parameters())
     assert all(p.grad is not None for p in d.student.parameters())
+    own = [(n, p) for n, p in d.named_parameters() if not n.startswith(("student.", "teacher."))]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in own), [n for n, p in own if p.grad is None]
     assert not d.teacher.training
     assert torch.equal(d(x), d.student(x))
     ids = {id(p) for p in d.trainable_parameters()}
     assert ids.isdisjoint(id(p) for p in d.teacher.parameters())
     assert {id(p) for p in d.student.parameters()} <= ids
-    if method in ("fitnet", "dfa"):  # their mapping modules are trained too
-        assert len(ids) > len(list(d.student.parameters()))
+    assert ids == {id(p) for p in d.student.parameters()} | {id(p) for _, p in own}
+    if method in ("fitnet", "dfa", "cc"):  # their mapping modules are trained too
+        assert own
+    # the method's modules and buffers are in its state (so checkpoints carry them)
+    assert {n for n, _ in own} <= set(d.state_dict())
 
 
 def test_weights_are_applied():
@@ -120,21 +140,33 @@ def test_dfa_takes_lambda_and_preact_from_the_search():
 
 def test_option_errors():
     t, s = tiny_teacher(), tiny_student()
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) tau for method kd; valid options: w_ce, w_kl, w_feat, temperature"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) tau for method kd; valid options: w_ce, w_kl, temperature$"):
         build_distiller("kd", t, s, {"tau": 2})
-    with pytest.raises(ConfigError, match="kd option temperature=0 is invalid"):
+    with pytest.raises(ConfigError, match="kd option temperature=0 is invalid; allowed: a number > 0$"):
         build_distiller("kd", t, s, {"temperature": 0})
-    with pytest.raises(ConfigError, match="method kd has no feature term"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) w_feat for method kd"):  # kd has no feature term
         build_distiller("kd", t, s, {"w_feat": 1.0})
+    with pytest.raises(ConfigError, match="at option w_feat=True is invalid; allowed: a number >= 0"):
+        build_distiller("at", t, s, {"w_feat": True})
+    with pytest.raises(ConfigError, match="at option pairing='depth' is invalid; allowed: index \\| size"):
+        build_distiller("at", t, s, {"pairing": "depth"})
+    with pytest.raises(ConfigError, match="rkd option w_angle=inf is invalid; allowed: a number >= 0"):
+        build_distiller("rkd", t, s, {"w_angle": float("inf")})
+    with pytest.raises(ConfigError, match="cc option p_order=2.5 is invalid; allowed: an integer >= 0 and <= 10"):
+        build_distiller("cc", t, s, {"p_order": 2.5})
+    with pytest.raises(ConfigError, match="dkd option warmup=-1 is invalid"):
+        build_distiller("dkd", t, s, {"warmup": -1})
     with pytest.raises(ConfigError, match="stage_weights='double'.*uniform \\| halving"):
         build_distiller("dfa", t, s, {"stage_weights": "double"}, genotype=reference_genotype("last", pair_groups(t, s, 8), "t", "s", "c"), image_size=8)
     with pytest.raises(ConfigError, match="dfa needs a genotype"):
         build_distiller("dfa", t, s, {})
-    with pytest.raises(ConfigError, match="unknown distillation method 'crd'.*vanilla, kd, fitnet, at, dfa"):
-        build_distiller("crd", t, s, {})
+    with pytest.raises(ConfigError, match="unknown distillation method 'crdx'.*vanilla, kd, dkd, fitnet"):
+        build_distiller("crdx", t, s, {})
     with pytest.raises(ConfigError, match="hint_group=7"):
         build_distiller("fitnet", t, s, {"hint_group": 7})
-    assert METHODS.names() == ["vanilla", "kd", "fitnet", "at", "dfa"]
+    with pytest.raises(ConfigError, match="method kd takes no genotype"):
+        build_distiller("kd", t, s, {}, genotype=reference_genotype("last", pair_groups(t, s, 8), "t", "s", "c"),
+                        image_size=8)
 
 
 def test_dfa_refuses_a_genotype_of_other_shape():

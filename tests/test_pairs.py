@@ -1,4 +1,4 @@
-"""Group pairing (tiny models), then every teacher-student pair of kd_protocol.md on the real
+"""Group pairing (tiny models), then every teacher-student pair of docs/protocols.md on the real
 zoo: pairing, one search step, one distillation step per method, at 32 px, batch 2."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dfa_ray.dfa import GroupPairing, SearchOptions, build_search, genotype_from_search, pair_groups, search_step
-from dfa_ray.engine.methods import METHODS, build_distiller
+from dfa_ray.engine.methods import METHODS, TrainSplit, build_distiller
 from dfa_ray.errors import ConfigError
 from dfa_ray.models import create_model
 from dfa_ray.models.base import GroupInfo
@@ -99,6 +99,11 @@ def test_protocol_lists_every_pair():
     assert len(CRD_PAIRS) == 13 and len(DFA_PAIRS) == 4
 
 
+def _fsp_maps(model: nn.Module) -> list[int]:
+    """Channels of the maps FSP pairs up (every group's output; the stem is checked by the method)."""
+    return [g.channels for g in model.group_info]
+
+
 @pytest.mark.parametrize("pair", CRD_PAIRS + DFA_PAIRS, ids=lambda p: f"{p[0]}->{p[1]}")
 def test_pair_searches_and_distils(pair):
     tname, sname = pair
@@ -128,10 +133,20 @@ def test_pair_searches_and_distils(pair):
     geno = genotype_from_search(parts.net, tname, sname, "cifar100")
     geno.validate_for(tname, sname, "cifar100", t, s)
 
+    # a training split of 6 samples (the batch is samples 2 and 5), for the methods with memory banks
+    split = TrainSplit(num_samples=6, num_classes=100, labels=torch.tensor([0, 1, int(ys[2, 0]), 3, 4, int(ys[2, 1])]))
+    index = torch.tensor([2, 5])
     for method in METHODS.names():
-        d = build_distiller(method, t, s, {}, genotype=geno if method == "dfa" else None).train()
+        options = {"nce_k": 4} if method.startswith("crd") else {}
+        build = functools.partial(build_distiller, method, t, s, options, genotype=geno if method == "dfa" else None,
+                                  split=split)
+        if method == "fsp" and _fsp_maps(t) != _fsp_maps(s):
+            with pytest.raises(ConfigError, match="method fsp compares FSP matrices .* they differ for this pair"):
+                build()
+            continue
+        d = build().train()
         opt = torch.optim.SGD(d.trainable_parameters(), lr=0.01)
-        logits, losses = d.forward_train(xs[2], ys[2])
+        logits, losses = d.forward_train(xs[2], ys[2], index)
         total = sum(losses.values())
         assert logits.shape == (2, 100) and torch.isfinite(total), (method, losses)
         opt.zero_grad()

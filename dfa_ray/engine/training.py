@@ -1,8 +1,12 @@
 """The epoch loop shared by teacher training and distillation, steppable one epoch at a time.
 
-A *task* is an `nn.Module` with the distiller contract (STYLE.md, item 5):
-`forward_train(x, y) -> (logits, {name: weighted loss})`, an attribute `student` (the network
-that is evaluated and kept) and `trainable_parameters()`. A plain classifier is the task
+A *task* is an `nn.Module` with the distiller contract (docs/methods.md):
+`forward_train(x, y, index) -> (logits, {name: weighted loss})` (`index`: the samples'
+positions in the training split; every term is summed and each is reported by name), an
+attribute `student` (the network that is evaluated and kept), `trainable_parameters()` and,
+optionally, `on_epoch_start(epoch, epochs)` (0-based epoch about to run; called before every
+epoch, also after a resume, so schedules inside a method need no state of their own) and
+`init_stage(epochs, lr)` (an `InitStage`: one more phase before the main one). A plain classifier is the task
 `PlainClassifier(model)`. One `step()` trains one epoch, evaluates on the held-out validation
 split and returns the epoch's metrics; it is what a Ray Trainable calls. Model selection
 uses the validation split only; the test split is evaluated once, after the last epoch, on
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfa_ray.data import Dataset, DeviceLoader, holdout_split
+from dfa_ray.data.base import ImageSet
 from dfa_ray.engine.evaluate import evaluate
 from dfa_ray.engine.recipes import Recipe
 from dfa_ray.engine.runtime import FastPath, autocast, machine_info, resolve_device
@@ -54,12 +59,32 @@ class PlainClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.student(x)
 
-    def forward_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward_train(
+        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.student(x)
         return logits, {"loss_ce": F.cross_entropy(logits, y)}
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         return self.student.parameters()
+
+
+@dataclass(frozen=True)
+class InitStage:
+    """One more phase of a trial, run before the main one (AB, FT and FSP's init stages).
+
+    A task that has one returns it from `init_stage(epochs, lr)` (the run's epoch count and main
+    learning rate). The trainer runs `epochs` epochs of `forward(x, y, index) -> (student logits
+    or None, {name: weighted loss})` with its own SGD optimiser over `parameters` at the constant
+    `lr` (the recipe's momentum and weight decay), before the main optimiser and schedule start.
+    Its epochs are rows of their own (`phase` "init"), in the checkpoint and the progress line,
+    and a resumed trial continues inside the right phase.
+    """
+
+    epochs: int
+    lr: float
+    parameters: list[nn.Parameter]
+    forward: Callable[..., tuple[torch.Tensor | None, dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -77,17 +102,23 @@ def make_loaders(
     the device."""
     info = data.info
     padding = info.crop_padding if recipe.padding is None else recipe.padding
-    if recipe.holdout_fraction > 0:
-        train_part, val_part = holdout_split(data.train, recipe.holdout_fraction, recipe.split_seed)
-    else:
-        train_part, val_part = data.train, None
+    train_part, val_part = split_train(data, recipe)
     common = dict(mean=info.mean, std=info.std, device=device, channels_last=channels_last)
     train = DeviceLoader(train_part, batch_size=recipe.batch_size, train=True, padding=padding,
-                         flip=recipe.flip and info.flip, seed=seed, **common)
+                         flip=recipe.flip and info.flip, seed=seed, with_index=True,
+                         resized_crop=recipe.resized_crop, **common)
     val = (DeviceLoader(val_part, batch_size=recipe.eval_batch_size, train=False, **common)
            if val_part is not None and len(val_part) > 0 else None)
     test = DeviceLoader(data.test, batch_size=recipe.eval_batch_size, train=False, **common)
     return Loaders(train, val, test)
+
+
+def split_train(data: Dataset, recipe: Recipe) -> tuple[ImageSet, ImageSet | None]:
+    """(training split, held-out validation split or None): what `make_loaders` trains on, so
+    a method built before the run can be told the training split's size and labels."""
+    if recipe.holdout_fraction > 0:
+        return holdout_split(data.train, recipe.holdout_fraction, recipe.split_seed)
+    return data.train, None
 
 
 def build_optimizer(params: Iterable[nn.Parameter], recipe: Recipe, lr: float) -> torch.optim.SGD:
@@ -132,6 +163,11 @@ class TrainingRun:
         self.optimizer = build_optimizer(self.task.trainable_parameters(), recipe, lr or recipe.lr)
         self.scheduler = build_scheduler(self.optimizer, recipe)
         self._forward_train = torch.compile(self.task.forward_train) if self.fast.compile else self.task.forward_train
+        make_stage = getattr(self.task, "init_stage", None)
+        stage = make_stage(recipe.epochs, lr or recipe.lr) if make_stage is not None else None
+        self.init: InitStage | None = stage if stage is not None and stage.epochs > 0 else None
+        self.init_optimizer = build_optimizer(self.init.parameters, recipe, self.init.lr) if self.init else None
+        self.init_epoch = 0  # completed epochs of the init stage
         self.epoch = 0  # completed epochs
         self.history: list[dict] = []
         self.best: dict | None = None  # {"epoch", "val_acc", "state"} of the best validation epoch
@@ -145,29 +181,64 @@ class TrainingRun:
     def student(self) -> nn.Module:
         return self.task.student
 
+    @property
+    def phase(self) -> str:
+        """"init" while the task's init stage has epochs left, then "train"."""
+        return "init" if self.init is not None and self.init_epoch < self.init.epochs else "train"
+
+    def _row_epoch(self) -> int:
+        """The 1-based epoch number of the row just trained, counting the init stage's epochs:
+        rows (and Tune's iterations) stay unique and in order across the phases."""
+        return self.epoch + (self.init.epochs if self.init is not None else 0)
+
     def step(self) -> dict:
         """Train one epoch; evaluate; after the last epoch, add the test numbers."""
         if self.done:
             raise RuntimeError("the run has already finished all its epochs")
+        if self.phase == "init":
+            return self._init_step()
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         train_metrics = self._train_epoch()
         train_seconds = time.perf_counter() - start
         self.scheduler.step()
         self.epoch += 1
-        metrics: dict = {"epoch": self.epoch, "lr": lr, **train_metrics}
+        metrics: dict = {"epoch": self._row_epoch(), "lr": lr, **train_metrics}
+        if self.init is not None:
+            metrics.update(phase="train", phase_epoch=self.epoch)
         metrics["images_per_s"] = self.loaders.train.num_samples / max(train_seconds, 1e-9)
         if self.loaders.val is not None:
             val = self._evaluate(self.loaders.val)
             metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
             if self.best is None or val["acc"] > self.best["val_acc"]:
-                self.best = {"epoch": self.epoch, "val_acc": val["acc"], "state": _cpu_copy(self.student.state_dict())}
+                self.best = {"epoch": self._row_epoch(), "val_acc": val["acc"],
+                             "state": _cpu_copy(self.student.state_dict())}
         if self.done:
             metrics.update(self._final_test())
         metrics["seconds"] = time.perf_counter() - start
         self.history.append(metrics)
         if self.log:
             self.log(format_progress(self.label, metrics, self.recipe.epochs))
+        return metrics
+
+    def _init_step(self) -> dict:
+        """One epoch of the init stage: its forward and optimiser, no schedule, no model selection
+        (the best-validation weights are chosen in the main phase only)."""
+        assert self.init is not None
+        start = time.perf_counter()
+        train_metrics = self._train_epoch(self.init)
+        train_seconds = time.perf_counter() - start
+        self.init_epoch += 1
+        metrics: dict = {"epoch": self.init_epoch, "lr": self.init.lr, **train_metrics, "phase": "init",
+                         "phase_epoch": self.init_epoch}
+        metrics["images_per_s"] = self.loaders.train.num_samples / max(train_seconds, 1e-9)
+        if self.loaders.val is not None:
+            val = self._evaluate(self.loaders.val)
+            metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
+        metrics["seconds"] = time.perf_counter() - start
+        self.history.append(metrics)
+        if self.log:
+            self.log(format_progress(self.label, metrics, self.init.epochs))
         return metrics
 
     def run(self) -> dict:
@@ -177,33 +248,46 @@ class TrainingRun:
         return self.final
 
     # -- internals -----------------------------------------------------------------------
-    def _train_epoch(self) -> dict:
+    def _train_epoch(self, stage: InitStage | None = None) -> dict:
         self.task.train()
         loader = self.loaders.train
-        loader.set_epoch(self.epoch)
+        if stage is None:
+            loader.set_epoch(self.epoch)
+            hook = getattr(self.task, "on_epoch_start", None)
+            if hook is not None:
+                hook(self.epoch, self.recipe.epochs)
+            forward, optimizer, row_epoch = self._forward_train, self.optimizer, self._row_epoch() + 1
+        else:
+            # init epochs draw their batches as epochs -1, -2, ...: the main phase then sees the
+            # very batches of a run without an init stage (same seed), epoch for epoch
+            loader.set_epoch(-1 - self.init_epoch)
+            forward, optimizer, row_epoch = stage.forward, self.init_optimizer, self.init_epoch + 1
         sums: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for x, y in loader:
+        seen = counted = 0
+        for x, y, index in loader:
             with autocast(self.device, bool(self.fast.bf16)):
-                logits, losses = self._forward_train(x, y)
+                logits, losses = forward(x, y, index)
                 loss = sum(losses.values())
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            optimizer.step()
             n = y.shape[0]
             seen += n
             total += loss.detach().double() * n
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0) + value.detach().double() * n
-            correct += (logits.detach().argmax(1) == y).sum()
+            if logits is not None:  # an init stage may not run the student (FT's paraphraser)
+                correct += (logits.detach().argmax(1) == y).sum()
+                counted += n
         # One host sync per epoch: a NaN anywhere in the epoch makes the mean NaN.
         means = {name: (value / max(seen, 1)).item() for name, value in sums.items()}
         train_loss = total.item() / max(seen, 1)
         if not math.isfinite(train_loss):
-            raise NonFiniteLossError(self.epoch + 1, {"train_loss": train_loss, **means})
-        return {"train_loss": train_loss, "train_acc": 100.0 * correct.item() / max(seen, 1), **means}
+            raise NonFiniteLossError(row_epoch, {"train_loss": train_loss, **means})
+        acc = 100.0 * correct.item() / counted if counted else float("nan")
+        return {"train_loss": train_loss, "train_acc": acc, **means}
 
     def _evaluate(self, loader: DeviceLoader) -> dict[str, float]:
         self.task.eval()
@@ -223,6 +307,8 @@ class TrainingRun:
             result.update(test_acc_best=last["acc"], test_top5_best=last["top5"], best_epoch=self.epoch,
                           best_val_acc=float("nan"))
         self.final = {**result, "epochs": self.epoch, "seed": self.seed}
+        if self.init is not None:
+            self.final["init_epochs"] = self.init_epoch
         return result
 
     # -- checkpointing ---------------------------------------------------------------------
@@ -232,6 +318,9 @@ class TrainingRun:
         it is a function of (seed, epoch)."""
         return {
             "epoch": self.epoch,
+            "phase": self.phase,
+            "init_epoch": self.init_epoch,
+            "init_optimizer": self.init_optimizer.state_dict() if self.init_optimizer is not None else None,
             "task": trainable_state(self.task),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -246,6 +335,9 @@ class TrainingRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
+        self.init_epoch = int(state.get("init_epoch", 0))
+        if self.init_optimizer is not None and state.get("init_optimizer") is not None:
+            self.init_optimizer.load_state_dict(state["init_optimizer"])
         self.best = state["best"]
         self.history = list(state["history"])
         self.final = state["final"]
@@ -274,8 +366,10 @@ def _cpu_copy(state: dict) -> dict:
 
 def format_progress(label: str, m: dict, epochs: int) -> str:
     """One line per epoch: what a person watching a long run wants to see."""
-    parts = [f"[{label}] epoch {m['epoch']:>3}/{epochs}", f"lr {m['lr']:.4g}", f"loss {m['train_loss']:.4f}",
-             f"train {m['train_acc']:5.1f}%"]
+    # a run with an init stage counts each phase's epochs on its own ("init 3/30", "epoch 1/240")
+    what = "init" if m.get("phase") == "init" else "epoch"
+    parts = [f"[{label}] {what} {m.get('phase_epoch', m['epoch']):>3}/{epochs}", f"lr {m['lr']:.4g}",
+             f"loss {m['train_loss']:.4f}", f"train {m['train_acc']:5.1f}%"]
     if "val_acc" in m:
         parts.append(f"val {m['val_acc']:5.1f}%")
     if "test_acc_last" in m:

@@ -24,16 +24,20 @@ _NOT_METRICS = {
     "node_ip", "config", "time_since_restore", "iterations_since_restore", "training_iteration", "checkpoint_dir_name",
     "should_checkpoint", "genotype_json", "device", "node", "node_id", "checkpoint", "nonfinite", "epochs_planned",
     "active_groups", "alphas", "epoch", "seconds", "images_per_s", "lr", "train_loss", "train_acc", "val_acc",
-    "val_loss", "loss_ce", "loss_kd", "loss_feat", "l_st", "l_ts", "l_train", "warmup_time",
+    "val_loss", "loss_ce", "loss_kd", "loss_feat", "l_st", "l_ts", "l_train", "warmup_time", "method_options",
 }
 _EPOCH_COLUMNS = ("lr", "train_loss", "train_acc", "val_acc", "val_loss", "loss_ce", "loss_kd", "loss_feat", "l_st",
                   "l_ts", "l_train", "seconds", "images_per_s")
 _FINAL_KEYS = ("test_acc_last", "test_acc_best", "best_epoch", "best_val_acc")
 
 
-def trial_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The columns every row carries, from a trial's config."""
+def trial_identity(config: dict[str, Any], result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The columns every row carries, from a trial's config. A distill trial's step result
+    carries the method's resolved options (`method_options`): they replace the spec's
+    overrides in the row's config, so every row says which variant ran."""
     config = effective_config(config)
+    if result and isinstance(result.get("method_options"), dict):
+        config = {**config, "method_options": result["method_options"]}
     stage = config["stage"]
     if stage == "teacher":
         teacher, student, pair, method = None, config["model"], config["model"], "teacher"
@@ -58,7 +62,8 @@ def _without_bulk(config: dict[str, Any]) -> dict[str, Any]:
 def epoch_row(ident: dict[str, Any], trial_id: str, epoch: int, result: dict) -> dict[str, Any]:
     return {**ident, "trial_id": trial_id, "epoch": epoch, **{k: result.get(k) for k in _EPOCH_COLUMNS},
             "alphas": result.get("alphas"),
-            "extra": {k: v for k, v in result.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}}
+            "extra": {k: v for k, v in result.items()
+                      if k not in _NOT_METRICS and (isinstance(v, (int, float)) or k == "phase")}}
 
 
 def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
@@ -86,7 +91,7 @@ def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
         for entry in entries:
             if "nonfinite" in entry or "config" not in entry:
                 continue
-            ident = trial_identity(entry["config"])
+            ident = trial_identity(entry["config"], entry)
             epoch = int(entry.get("epoch") or entry.get("training_iteration") or 0)
             path = writer.epoch_path(ident["stage"], entry["trial_id"], epoch)
             try:
@@ -116,7 +121,7 @@ def _restore_summary(writer: ResultsWriter, entries: list[dict], error: Any) -> 
     if not entries:
         return 0
     last = entries[-1]
-    ident = trial_identity(last["config"])
+    ident = trial_identity(last["config"], last)
     if _readable(writer.trial_path(ident["stage"], last["trial_id"])):
         return 0
     config = effective_config(last["config"])
@@ -161,7 +166,7 @@ class ResultsCallback(tune.Callback):
         self.started.setdefault(trial.trial_id, time.time())
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        ident = trial_identity(trial.config)
+        ident = trial_identity(trial.config, result)
         tid = trial.trial_id
         self.last[tid] = result
         epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
@@ -200,7 +205,7 @@ class ResultsCallback(tune.Callback):
         tid = trial.trial_id
         last = self.last.get(tid, {})
         best = self.best.get(tid)
-        row = {**trial_identity(trial.config), "trial_id": tid, "status": status, "reason": reason,
+        row = {**trial_identity(trial.config, last), "trial_id": tid, "status": status, "reason": reason,
                "epochs_run": int(last.get("epoch") or last.get("training_iteration") or 0),
                "epochs_planned": self._planned(trial),
                "last_val_acc": last.get("val_acc"),

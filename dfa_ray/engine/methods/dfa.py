@@ -1,0 +1,90 @@
+"""DFA stage 2: the student distilled towards a fixed aggregation of teacher features."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from dfa_ray.dfa.genotype import Genotype
+from dfa_ray.dfa.options import DEFAULT_LAMBDA
+from dfa_ray.dfa.pairing import spatial_size
+from dfa_ray.engine.methods.base import FeatureOptions, Distiller, option, register_method
+from dfa_ray.losses import Connector, feature_l2, resize_to, stage_weights
+
+
+class DFAOptions(FeatureOptions):
+    w_feat: float = option(DEFAULT_LAMBDA, "weight of the feature loss (default: the lambda of the genotype's search)",
+                           ge=0)
+    preact: bool = option(True, "distil pre-activation features (default: as the genotype's search did)")
+    stage_weights: Literal["uniform", "halving"] = option(
+        "uniform", "per-group weights c_g: all 1 (uniform) or 2^-(G-g) (halving)")
+
+
+@register_method
+class DFA(Distiller):
+    """DFA stage 2 (Guan et al., ECCV 2020): sum_g c_g ||F_s^g(S_g) - A_g||^2 with the
+    aggregation weights of a genotype held fixed (constants). Defaults w_ce 1, w_kl 0,
+    w_feat = the lambda the genotype's search used (else `DEFAULT_LAMBDA`), `preact` as the
+    search did (else true), `stage_weights` uniform | halving."""
+
+    name = "dfa"
+    paper = "Guan et al., Differentiable Feature Aggregation Search for Knowledge Distillation, ECCV 2020"
+    Options = DFAOptions
+    uses = frozenset({"features"})
+    takes_genotype = True
+
+    @classmethod
+    def default_overrides(cls, genotype: Genotype | None) -> dict[str, Any]:
+        # stage 2 starts from the search's own lambda and feature kind (docs/method.md)
+        if genotype is None:
+            return {}
+        out: dict[str, Any] = {}
+        if "lam" in genotype.options:
+            out["w_feat"] = float(genotype.options["lam"])
+        if "preact" in genotype.options:
+            out["preact"] = bool(genotype.options["preact"])
+        return out
+
+    def __init__(self, student, teacher, options, context) -> None:
+        super().__init__(student, teacher, options, context)
+        genotype = context.genotype
+        genotype.check_pairing(self.pairing)
+        self.genotype = genotype
+        self.connectors = nn.ModuleList(Connector(p.student_channels, p.teacher_channels) for p in self.pairing)
+        # Python floats, not tensors: reading them costs no device sync per step
+        self.agg_weights = [list(g.weights) for g in genotype.groups]
+        self.stage_weights = stage_weights(len(self.pairing), options.stage_weights)
+
+    def aggregates(self, t_feats: list[list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
+        """A_g at the student's size; candidates with weight 0 are skipped."""
+        h, w = x.shape[-2:]
+        out = []
+        for i, p in enumerate(self.pairing):
+            weights = self.agg_weights[i]
+            cands = t_feats[p.teacher_group]
+            a = sum(wj * c for wj, c in zip(weights, cands) if wj != 0)
+            stride = self.student.group_info[p.student_group].stride
+            out.append(resize_to(a, (spatial_size(h, stride), spatial_size(w, stride))))
+        return out
+
+    def feature_loss(self, s_feats: list[list[torch.Tensor]], t_feats: list[list[torch.Tensor]],
+                     x: torch.Tensor) -> torch.Tensor:
+        """The unweighted sum_g c_g L2 term (also used by the search's benchmarks)."""
+        targets = self.aggregates(t_feats, x)
+        total = x.new_zeros((), dtype=targets[0].dtype)
+        for i, p in enumerate(self.pairing):
+            s = self.connectors[i](s_feats[p.student_group][-1])
+            total = total + self.stage_weights[i] * feature_l2(s, targets[i])
+        return total
+
+    def distill_terms(self, s, t, y, index) -> dict[str, torch.Tensor]:
+        total = s.logits.new_zeros(())
+        for i, p in enumerate(self.pairing):
+            fs = s.features[p.student_group][-1]
+            # A_g at the student map's own size (what `aggregates` computes from the input size)
+            a = sum(wj * c for wj, c in zip(self.agg_weights[i], t.features[p.teacher_group]) if wj != 0)
+            target = resize_to(a, tuple(fs.shape[-2:]))
+            total = total + self.stage_weights[i] * feature_l2(self.connectors[i](fs), target)
+        return {"loss_feat": self.options.w_feat * total}
