@@ -63,7 +63,7 @@ def test_teacher_command_trains_and_writes_its_folder(tmp_path: Path):
         (["teacher", "--model", "resnet9", "--out", "x"], "unknown model 'resnet9'; valid models: "),
         (["teacher", "--model", "resnet8", "--data", "imagenet", "--out", "x"], "unknown dataset 'imagenet'"),
         (["teacher", "--model", "resnet8", "--set", "lr", "--out", "x"], "--set 'lr': expected KEY=VALUE"),
-        (["teacher", "--model", "resnet8", "--epochs", "0", "--out", "x"], "epochs = 0 is invalid"),
+        (["teacher", "--model", "resnet8", "--epochs", "0", "--out", "x"], "argument --epochs: '0' is not an epoch count"),
         (["teacher", "--model", "resnet8", "--data", "cifar100", "--data-root", "/nonexistent", "--out", "x"],
          "/nonexistent"),
     ],
