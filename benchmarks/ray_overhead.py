@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import torch  # noqa: F401  (torch before ray: see ray_notes.md)
+import torch  # noqa: F401  (torch before ray: see docs/design.md, import order)
 
 from benchmarks.common import emit, machine
 from dfa_ray.localray import private_ray

@@ -1,12 +1,12 @@
 """`dfa-ray`: the command line.
 
 Every user mistake ends in one line on stderr and exit code 2 (no traceback); see
-`dfa_ray.errors`. Sub-commands: models, datasets, teacher, search, distill, sweep, report.
+`dfa_ray.errors`. Sub-commands: models, datasets, methods, teacher, search, distill, sweep, report.
 """
 
 from __future__ import annotations
 
-# torch before ray in every entry point (see ../shared/reference/ray_notes.md): in a
+# torch before ray in every entry point (see docs/design.md, import order): in a
 # loopback-only namespace a process that imports ray first can fail to load libtorch.
 import torch  # noqa: F401  (import order matters)
 
@@ -15,11 +15,15 @@ import json
 import sys
 from typing import Any, Sequence
 
+from dfa_ray.cli_checks import OneLineParser, check_args, epochs_arg, seed_arg
 from dfa_ray.errors import ConfigError, DfaRayError
 
 def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
-    """`key=value` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    """`key=value` pairs; values are parsed as YAML scalars (numbers, booleans, lists), with
+    YAML 1.2 numbers as in a spec (`--set lr=5e-4` is a float)."""
     import yaml
+
+    from dfa_ray.spec import yaml_value
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -27,7 +31,7 @@ def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key.strip()] = yaml_value(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
@@ -44,15 +48,18 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download the dataset first (connected machines only)")
     p.add_argument("--data-opt", action="append", metavar="KEY=VALUE",
                    help="dataset option, e.g. normalization=overhaul for cifar100 (repeatable)")
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import this module first: its models, datasets, methods (docs/plugins.md; repeatable)")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None,
-                   help="training recipe: quick | crd | overhaul (default: quick for digits and synthetic, crd otherwise)")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+                   help="training recipe: quick | crd | overhaul | dfa_author | dfa_author_cinic "
+                        "(default: quick for digits and synthetic, crd otherwise)")
+    p.add_argument("--epochs", type=epochs_arg, default=None, help="override the recipe's epoch count")
     p.add_argument("--set", dest="recipe_set", action="append", metavar="FIELD=VALUE",
                    help="override a recipe field, e.g. --set lr=0.1 --set batch_size=128 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the run (recorded with the results)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the run (recorded with the results)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
 
@@ -102,6 +109,21 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Every distillation method with its paper and options (from each method's declaration)."""
+    from dfa_ray.engine.methods import method_catalog
+
+    rows = method_catalog()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['name']}: {r['paper']}" + ("  (needs --genotype)" if r["genotype"] else ""))
+        for o in r["options"]:
+            print(f"    {o['name']:<14} {json.dumps(o['default']):<10} {o['allowed']:<34} {o['help']}")
+    return 0
+
+
 def cmd_teacher(args: argparse.Namespace) -> int:
     from dfa_ray.engine.teacher import train_teacher
 
@@ -117,10 +139,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def add_search_option_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per search option of dfa_method.md (`--gamma-ts 0.5`, `--order 2`, ...)."""
+    """One flag per search option of docs/method.md (`--gamma-ts 0.5`, `--order 2`, ...)."""
     from dfa_ray.dfa.options import SearchOptions
 
-    group = p.add_argument_group("search options (reference/dfa_method.md; defaults in brackets)")
+    group = p.add_argument_group("search options (docs/method.md; defaults in brackets)")
     for field, default in SearchOptions().to_dict().items():
         group.add_argument(f"--{field.replace('_', '-')}", dest=f"opt_{field}", default=None, metavar="VALUE",
                            help=f"[{default}]")
@@ -171,9 +193,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise ConfigError("--method dfa needs --genotype: a file written by `dfa-ray search`, or last | average | random")
     run = build_distill_run(teacher, tmeta["model"], args.student, data, recipe, args.method, args.seed,
                             options=options, genotype=args.genotype, device=args.device,
-                            log=None if args.quiet else print_line)
+                            log=None if args.quiet else print_line, transfer=args.transfer)
     meta = {"model": args.student, "teacher": tmeta["model"], "teacher_checkpoint": str(args.teacher),
             "method": args.method, "options": run.task.config, "genotype": args.genotype,
+            "transfer": _transfer_record(run, data.info.name, args.genotype),
             "dataset": data.info.name, "num_classes": data.info.num_classes, "in_channels": data.info.in_channels,
             "recipe": recipe.to_dict(), "seed": args.seed}
     print_line(f"distilling {tmeta['model']} -> {args.student} with {args.method} on {data.info.name}, recipe "
@@ -183,6 +206,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
                f"(last epoch), {final['test_acc_best']:.2f}% (best validation epoch {final['best_epoch']}); "
                f"saved in {args.out}")
     return 0
+
+
+def _transfer_record(run, dataset: str, genotype_path: str | None) -> dict | None:
+    """Where a transferred genotype came from (None when it was searched on this dataset)."""
+    genotype = getattr(run.task, "genotype", None)
+    if genotype is None or genotype.dataset == dataset:
+        return None
+    return {"source_dataset": genotype.dataset, "genotype": genotype_path}
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -198,7 +229,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dfa-ray", description=__doc__.splitlines()[0])
+    from dfa_ray import __version__
+
+    parser = OneLineParser(prog="dfa-ray", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dfa-ray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the model zoo")
@@ -208,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the datasets, where each is looked for and whether it is present")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets)
+
+    p = sub.add_parser("methods", help="list the distillation methods with their options, defaults and papers")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(handler=cmd_methods)
 
     p = sub.add_parser("teacher", help="train one teacher without Ray")
     p.add_argument("--model", required=True, help="architecture (see `dfa-ray models`)")
@@ -220,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="teacher folder (from `dfa-ray teacher`) or its checkpoint.pt")
     p.add_argument("--student", required=True, help="student architecture")
     add_data_args(p)
-    p.add_argument("--epochs", type=int, default=6, help="search epochs (default 6)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=epochs_arg, default=6, help="search epochs (default 6)")
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="genotype JSON file to write")
@@ -231,11 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="stage 2: distil a student with one method without Ray")
     p.add_argument("--teacher", required=True, help="teacher folder (from `dfa-ray teacher`) or its checkpoint.pt")
     p.add_argument("--student", required=True, help="student architecture")
-    p.add_argument("--method", required=True, help="vanilla | kd | fitnet | at | dfa")
+    p.add_argument("--method", required=True,
+                   help="distillation method, e.g. kd, dkd, fitnet, at, nst, sp, pkt, rkd, cc, dfa (see `dfa-ray methods`)")
     p.add_argument("--genotype", default=None,
                    help="for dfa: genotype file from `dfa-ray search`, or a reference genotype: last | average | random")
+    p.add_argument("--transfer", action="store_true",
+                   help="accept a --genotype searched on another dataset (same architectures): DFA-T")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                   help="method option, e.g. w_feat=50, w_kl=0.9, temperature=4, stage_weights=halving (repeatable)")
+                   help="method option, e.g. w_feat=50, w_kl=0.9, pairing=size, stage_weights=halving; each method's "
+                        "options: `dfa-ray methods` (repeatable)")
     add_data_args(p)
     add_run_args(p)
     p.add_argument("--out", required=True, help="folder for checkpoint.pt and metrics.json")
@@ -253,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dfa_ray.report_cli import add_report_command  # analysis: pandas only, no torch/Ray work
 
     add_report_command(sub)
+    from dfa_ray.importer import add_import_command  # teachers from RepDistiller / mdistiller checkpoints
+
+    add_import_command(sub)
     return parser
 
 
@@ -260,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_args(args)  # outputs, devices, bounds: before any data is loaded or trained
         return args.handler(args)
     except DfaRayError as exc:
         print(f"dfa-ray {args.command}: error: {exc}", file=sys.stderr)

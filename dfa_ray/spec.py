@@ -256,8 +256,41 @@ class DataSpec(_Spec):
 
 
 class TeachersSpec(_Spec):
+    """`from`: `train` (default: train each teacher, or take it from the store when trained
+    before), `imported` (the teacher of each model imported into the store by `dfa-ray
+    import-teacher`), or `{model: folder}` for the models listed (a folder of the store or an
+    absolute path; the others are trained)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     seed: Seed = 0
     recipe: Options = Field(default_factory=dict)  # teacher-only recipe overrides
+    from_: Str | Annotated[dict[Str, Str], Field(strict=True, max_length=1000)] = Field(default="train", alias="from")
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _teacher_source(cls, v: Any) -> Any:
+        # one message for every wrong form (pydantic would give one per member of the union)
+        form = "train, imported, or a mapping {model: teacher folder (in the store, or absolute)}"
+        if isinstance(v, str) and v not in ("train", "imported"):
+            raise ValueError(f"must be {form}")
+        if isinstance(v, dict):
+            bad = [k for k, f in v.items() if not isinstance(k, str) or not isinstance(f, str) or not f]
+            if bad:
+                raise ValueError(f"{bad[0]!r}: the teacher folder must be a string; the field is {form}")
+            valid = _model_names()
+            unknown = [k for k in v if k not in valid]
+            if unknown:
+                raise ValueError(_unknown("model", unknown[0], valid, "models", quote=True))
+        elif not isinstance(v, str):
+            raise ValueError(f"must be {form}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _from_by_its_yaml_name(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        out["from"] = out.pop("from_")
+        return out
 
 
 class PairSpec(_Spec):
@@ -359,9 +392,17 @@ class Distribution(BaseModel):
 
 
 class SchedulerSpec(_Spec):
-    type: Literal["asha", "fifo"] = "asha"
-    grace_period: Epochs = 1  # epochs before ASHA may stop a trial
+    # sha: synchronous successive halving (decisions depend only on the metrics: the same spec
+    # gives the same winners twice); asha: asynchronous (keeps a big cluster busy, but which
+    # trials survive depends on which reported first); fifo: no pruning
+    type: Literal["sha", "asha", "fifo"] = "sha"
+    # epochs before the first rung (the first pruning decision); None: the first group's share
+    # of a groupwise search, ceil(search.epochs / groups) (1 for a joint search)
+    grace_period: Epochs | None = None
     reduction_factor: Annotated[float, Field(strict=True, gt=1, le=100, allow_inf_nan=False)] = 2.0
+    # A groupwise search spends its first epochs on the first group alone; a rung before those
+    # epochs are over compares trials on lambda only. Refused unless this says it is wanted.
+    early_rungs: Bool = False
 
 
 class SearchSpec(_Spec):
@@ -428,7 +469,8 @@ class SearchSpec(_Spec):
             problems.add(
                 ("num_samples",), f"grid size {grid} x num_samples must be at most {MAX_SAMPLES} trials", self.num_samples
             )
-        if self.scheduler.type == "asha" and self.scheduler.grace_period > self.epochs:
+        grace = self.scheduler.grace_period
+        if self.scheduler.type in ("asha", "sha") and grace is not None and grace > self.epochs:
             problems.add(
                 ("scheduler", "grace_period"),
                 f"must be at most search.epochs ({self.epochs})",
@@ -450,12 +492,43 @@ def _search_options_error(cls: Any, options: Mapping[str, Any]) -> str | None:
     return None
 
 
+class GenotypeSourceSpec(_Spec):
+    """Where `dfa` takes its genotype instead of this sweep's own search (genotype transfer,
+    the paper's DFA-T: search on one dataset, distil on another). One of:
+    `file`: a genotype JSON file (single-pair sweeps); `sweep`: another sweep's folder, or its
+    name under this spec's storage, whose genotypes/<pair>.json is used for each pair (`pair`
+    picks one pair's genotype for all, e.g. when the source sweep named it differently).
+    The files are checked when the sweep starts, before any compute (the source sweep may
+    not have run yet when a spec is validated)."""
+
+    file: Str | None = None
+    sweep: Str | None = None
+    pair: Str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "GenotypeSourceSpec":
+        if (self.file is None) == (self.sweep is None):
+            raise ValueError("give exactly one of file (a genotype JSON) or sweep (another sweep's folder)")
+        if self.file is not None and self.pair is not None:
+            raise ValueError("pair goes with sweep, not with file")
+        return self
+
+    def path_for(self, pair_dir_name: str, storage: Path) -> Path:
+        """The genotype file used for the pair whose folder name is `pair_dir_name`."""
+        if self.file is not None:
+            return Path(os.path.abspath(os.path.expanduser(self.file)))
+        name = safe_name(self.pair) if self.pair is not None else pair_dir_name
+        sweep = Path(os.path.expanduser(self.sweep))
+        return (sweep if sweep.is_absolute() else storage / sweep) / "genotypes" / f"{name}.json"
+
+
 class DistillSpec(_Spec):
     enabled: Bool = True
     methods: Annotated[tuple[Str, ...], Field(min_length=1, max_length=64)] = ("vanilla", "kd", "fitnet", "at", "dfa")
     seeds: Annotated[tuple[Seed, ...], Field(min_length=1, max_length=1000)] = (0,)
     epochs: Epochs | None = None  # None: the recipe's epochs
     options: Annotated[dict[Str, Options], Field(strict=True, max_length=64)] = Field(default_factory=dict)
+    genotype_from: GenotypeSourceSpec | None = None  # None: this sweep's own search
 
     @model_validator(mode="after")
     def _check_names(self) -> "DistillSpec":
@@ -545,6 +618,10 @@ class SweepSpec(_Spec):
     distill: DistillSpec = Field(default_factory=DistillSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     fast: FastSpec = Field(default_factory=FastSpec)
+    # Plug-in modules (dfa_ray.plugins): imported by the driver before validation and by every
+    # trial process before it builds anything.
+    plugins: Annotated[tuple[Annotated[str, Field(strict=True, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+                                                  max_length=256)], ...], Field(max_length=64)] = ()
 
     @field_validator("name")
     @classmethod
@@ -609,7 +686,20 @@ class SweepSpec(_Spec):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "SweepSpec":
-        if self.distill.enabled and "dfa" in self.distill.methods and not self.search.enabled:
+        early = _early_rung_problem(self)
+        if early is not None:
+            raise PydanticCustomError(
+                "spec_problems", "early rung", {"problems": [(("search", "scheduler", "grace_period"), early,
+                                                              self.search.scheduler.grace_period)]},
+            )
+        transfer = self.distill.genotype_from
+        if transfer is not None and transfer.file is not None and len(self.pairs) > 1:
+            problems = _Problems()
+            problems.add(("distill", "genotype_from", "file"),
+                         "one genotype file serves one pair; with several pairs use sweep: <folder>", transfer.file)
+            problems.raise_if_any()
+        if (self.distill.enabled and "dfa" in self.distill.methods and not self.search.enabled
+                and self.distill.genotype_from is None):
             raise PydanticCustomError(
                 "spec_problems",
                 "dfa needs the search",
@@ -650,6 +740,53 @@ class SweepSpec(_Spec):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML data; `parse_spec(spec.to_dict())` gives back an equal spec."""
         return self.model_dump(mode="json")
+
+
+def _student_groups(name: str) -> int:
+    """The student's number of layer groups (= its paired groups), without allocating weights."""
+    import torch
+
+    from dfa_ray.models import create_model
+
+    with torch.device("meta"):
+        return create_model(name, num_classes=10).num_groups
+
+
+def _first_group_done(spec: "SweepSpec") -> float | None:
+    """Epochs after which every pair's groupwise search has finished its first group (None
+    when no trial searches groupwise)."""
+    s = spec.search
+    schedules = {s.options.get("schedule", "groupwise")}
+    if "schedule" in s.space:
+        schedules = set(s.space["schedule"].endpoints())
+    if "groupwise" not in schedules:
+        return None
+    # the pair with the fewest groups gives each group the most epochs: its first group ends last
+    return s.epochs / min(_student_groups(p.student) for p in spec.pairs)
+
+
+def first_rung(spec: "SweepSpec") -> int:
+    """The grace period the search's scheduler uses: the spec's, else the first group's share."""
+    grace = spec.search.scheduler.grace_period
+    if grace is not None:
+        return grace
+    done = _first_group_done(spec)
+    return max(1, min(spec.search.epochs, math.ceil(done))) if done is not None else 1
+
+
+def _early_rung_problem(spec: "SweepSpec") -> str | None:
+    """A pruning rung (asha/sha) before the first group's share of a groupwise search is over."""
+    s = spec.search
+    if not s.enabled or s.scheduler.type == "fifo" or s.scheduler.early_rungs or s.scheduler.grace_period is None:
+        return None
+    first_group_done = _first_group_done(spec)
+    if first_group_done is None or s.scheduler.grace_period >= first_group_done:
+        return None
+    groups = round(s.epochs / first_group_done)
+    return (f"the first rung ({s.scheduler.grace_period} epoch(s)) comes before the first group's search is over "
+            f"({s.epochs} epochs / {groups} groups = {first_group_done:g}): a groupwise search has then moved "
+            f"only the first group's weights, so pruning would compare trials on lambda alone; set grace_period "
+            f">= {math.ceil(first_group_done)}, or search.scheduler.early_rungs: true if that is what you want")
 
 
 def _check_recipe(
@@ -748,7 +885,7 @@ def _problem_lines(exc: ValidationError) -> list[str]:
                 lines.append(f"{_path(loc + tuple(sub))}: {message}" + (f" (got {got})" if got is not None else ""))
         elif kind == "extra_forbidden":
             model = _model_at(loc[:-1])
-            allowed = ", ".join(model.model_fields) if model else "see the documentation"
+            allowed = ", ".join(f.alias or n for n, f in model.model_fields.items()) if model else "see the documentation"
             lines.append(f"{_path(loc)}: unknown key {_short(loc[-1], 40)}; allowed keys: {allowed}")
         elif kind in ("too_short", "too_long"):
             bound = "at least" if kind == "too_short" else "at most"
@@ -767,8 +904,43 @@ def _spec_error(source: str, lines: list[str]) -> ConfigError:
 
 
 # --- YAML ---------------------------------------------------------------------------------
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2 core-schema numbers. PyYAML resolves YAML 1.1, where `3e-4` and `1e2` (no dot) are
+# strings, `012` is octal and `1:30` is the integer 90; every ML researcher writes `5e-4`.
+_YAML12_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_YAML12_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
 class _SpecLoader(yaml.SafeLoader):
-    """The safe loader, refusing duplicate keys (a second `search:` silently replacing the first)."""
+    """The safe loader with YAML 1.2 numbers, refusing duplicate keys (a second `search:`
+    silently replacing the first)."""
+
+    # A copy of SafeLoader's resolvers without its YAML 1.1 int/float rules (booleans, null and
+    # the rest stay as they are); the 1.2 rules are added below, int before float so `1` is an int.
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in rules if tag not in (_INT_TAG, _FLOAT_TAG)]
+        for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_yaml12_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        try:
+            if text.startswith(("0x", "0o")):
+                return int(text[2:], 16 if text[1] == "x" else 8)
+            return int(text, 10)  # `012` is twelve in YAML 1.2
+        except ValueError:  # more digits than Python converts (4300): no spec value is that long
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the integer {text[:20]}... has {len(text)} digits", node.start_mark) from None
+
+    def construct_yaml12_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node)).lower()
+        if text.endswith(".inf"):
+            return -math.inf if text.startswith("-") else math.inf
+        return math.nan if text == ".nan" else float(text)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -786,6 +958,17 @@ class _SpecLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_SpecLoader.add_implicit_resolver(_INT_TAG, _YAML12_INT, list("-+0123456789"))
+_SpecLoader.add_implicit_resolver(_FLOAT_TAG, _YAML12_FLOAT, list("-+.0123456789"))
+_SpecLoader.add_constructor(_INT_TAG, _SpecLoader.construct_yaml12_int)
+_SpecLoader.add_constructor(_FLOAT_TAG, _SpecLoader.construct_yaml12_float)
+
+
+def yaml_value(text: str) -> Any:
+    """One value as a spec would read it (YAML 1.2 numbers, safe loader): for `--set k=v`."""
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506  (_SpecLoader is a SafeLoader)
 
 
 def _check_size(data: Any) -> str | None:
@@ -878,10 +1061,23 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     too_big = _check_size(data)
     if too_big:
         raise ConfigError(f"invalid sweep spec {source}: {too_big}")
+    _import_plugins(data.get("plugins"), source)
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
         raise _spec_error(source, _problem_lines(exc)) from None
+
+
+def _import_plugins(plugins: Any, source: str) -> None:
+    """Import the spec's plug-ins before validation, so that `pairs` may name their models.
+    A `plugins` that is not a list of names is left to the validator to report."""
+    if isinstance(plugins, (list, tuple)) and all(isinstance(p, str) for p in plugins):
+        from dfa_ray.plugins import import_plugins
+
+        try:
+            import_plugins(plugins, where="plugins")
+        except ConfigError as exc:
+            raise _spec_error(source, [str(exc)]) from None
 
 
 def load_spec(

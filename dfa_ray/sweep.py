@@ -30,7 +30,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-import torch  # noqa: E402,F401  (torch before ray: see ray_notes.md)
+import torch  # noqa: E402,F401  (torch before ray: see docs/design.md, import order)
 
 from dfa_ray.data import Dataset, load_dataset  # noqa: E402
 from dfa_ray.engine.checkpoint import atomic_write_json, first_line  # noqa: E402
@@ -97,7 +97,7 @@ def common_config(spec: SweepSpec, stage: str) -> dict[str, Any]:
     return {"sweep": spec.name, "stage": stage, "dataset": spec.data.name,
             "data_spec": {"name": spec.data.name, "root": spec.data.root, "options": dict(spec.data.options)},
             "cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu),
-            "fast": spec.fast.model_dump()}
+            "fast": spec.fast.model_dump(), "plugins": list(spec.plugins)}
 
 
 # -- one Tune experiment, fresh or restored ----------------------------------------------------
@@ -145,10 +145,16 @@ def with_data(cls: type, data: Dataset, spec: SweepSpec) -> Any:
 # -- stage 1: teachers -------------------------------------------------------------------------
 def teacher_jobs(spec: SweepSpec, data: Dataset) -> tuple[dict[str, Path], list[dict[str, Any]]]:
     """The store folder of every teacher, and the jobs for those not in the store yet."""
+    from dfa_ray.importer import resolve_spec_teachers
+
     recipe = get_recipe(spec.protocol, spec.teacher_recipe_overrides())
-    folders: dict[str, Path] = {}
+    # teachers taken as they are (`teachers.from`: imported, or named folders): never trained
+    folders: dict[str, Path] = resolve_spec_teachers(spec.teachers.from_, spec.teacher_store, spec.teacher_names,
+                                                     data.info.name)
     jobs: list[dict[str, Any]] = []
     for model in spec.teacher_names:
+        if model in folders:
+            continue
         meta = teacher_meta(model, data, recipe, spec.teachers.seed)
         folder = spec.teacher_store / f"{safe_name(model)}-{safe_name(data.info.name)}-{fingerprint(meta)}"
         folders[model] = folder
@@ -195,10 +201,22 @@ def search_tune_config(spec: SweepSpec) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from dfa_ray.spec import first_rung
+    from dfa_ray.tune.schedulers import SynchronousHalving
+
     s = spec.search
+    grace = first_rung(spec)
+    limit = spec.resources.max_concurrent
     if s.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs, grace_period=s.scheduler.grace_period,
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs, grace_period=grace,
                                   reduction_factor=s.scheduler.reduction_factor)
+    elif s.scheduler.type == "sha":
+        # every trial must exist for a rung to be decided, and paused trials must not hold a
+        # slot: the generator creates all of them and the scheduler caps the running ones
+        scheduler = SynchronousHalving(max_t=s.epochs, grace_period=grace,
+                                       reduction_factor=s.scheduler.reduction_factor,
+                                       num_trials=search_trial_count(spec), max_running=limit)
+        limit = None
     else:
         scheduler = FIFOScheduler()
     if s.searcher == "optuna":
@@ -213,11 +231,20 @@ def search_tune_config(spec: SweepSpec) -> Any:
     else:
         # A SearchAlgorithm, not a Searcher: Tune ignores max_concurrent_trials for it (with a
         # warning), so the limit goes to the generator itself.
-        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=spec.resources.max_concurrent or 0)
+        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=limit or 0)
         max_concurrent = None
     return tune.TuneConfig(metric=s.metric, mode=s.mode, scheduler=scheduler, search_alg=search_alg,
                            num_samples=s.num_samples, max_concurrent_trials=max_concurrent,
                            reuse_actors=True)
+
+
+def search_trial_count(spec: SweepSpec) -> int:
+    """Trials of one pair's search: num_samples times the size of the grid dimensions."""
+    grid = 1
+    for dist in spec.search.space.values():
+        if dist.kind == "grid":
+            grid *= len(dist.values)
+    return grid * spec.search.num_samples
 
 
 def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: Logger,
@@ -255,10 +282,14 @@ def best_genotype(grid: Any, epochs: int) -> dict | None:
         if result.error is not None or "genotype_json" not in metrics or metrics.get("val_acc") is None:
             continue
         full = int(metrics.get("epoch", 0)) >= epochs
-        candidates.append((full, float(metrics["val_acc"]), metrics["genotype_json"]))
+        # ties go to the trial created first (the number Tune puts after the experiment's
+        # random prefix), so the choice does not depend on the order results came back in
+        number = str(metrics.get("trial_id", "")).rsplit("_", 1)[-1]
+        order = -int(number) if number.isdigit() else 0
+        candidates.append((full, float(metrics["val_acc"]), order, metrics["genotype_json"]))
     if not candidates:
         return None
-    full, _, text = max(candidates, key=lambda c: (c[0], c[1]))
+    text = max(candidates, key=lambda c: c[:3])[3]
     return json.loads(text)
 
 
@@ -271,16 +302,62 @@ def distill_jobs(spec: SweepSpec, teachers: dict[str, Path], genotypes: dict[str
         for method in spec.distill.methods:
             base, _, reference = method.partition(":")
             genotype: Any = None
+            options = dict(spec.distill.options.get(method, {}))
             if base == "dfa":
                 genotype = reference or genotypes.get(pair.name)
                 if genotype is None:
                     skipped.append(f"{pair.name} dfa: no finished search trial")
                     continue
+                if reference:
+                    options = reference_options(spec, genotypes.get(pair.name), options)
+            transfer = None
+            if isinstance(genotype, dict) and "_transfer" in genotype:
+                genotype = dict(genotype)
+                transfer = genotype.pop("_transfer")
             for seed in spec.distill.seeds:
-                jobs.append({"teacher": pair.teacher, "student": pair.student, "teacher_path": str(teachers[pair.teacher]),
-                             "method": base, "method_options": dict(spec.distill.options.get(method, {})),
+                jobs.append({"transfer": transfer, "teacher": pair.teacher, "student": pair.student, "teacher_path": str(teachers[pair.teacher]),
+                             "method": base, "method_options": options,
                              "genotype": genotype, "seed": seed, "recipe": recipe.to_dict()})
     return jobs
+
+
+def transferred_genotypes(spec: SweepSpec, log: Logger) -> dict[str, dict]:
+    """Each pair's genotype from `distill.genotype_from` (DFA-T), checked to be for the same
+    architectures; a genotype from another dataset is marked as a transfer, and the job then
+    records where it came from (`transfer.source_dataset`, `transfer.genotype`)."""
+    from dfa_ray.dfa.genotype import Genotype
+
+    source = spec.distill.genotype_from
+    out: dict[str, dict] = {}
+    for pair in spec.pairs:
+        path = source.path_for(pair.dir_name, spec.storage)
+        if not path.is_file():
+            raise ConfigError(f"distill.genotype_from: no genotype for {pair.name} at {path}; run the source "
+                              "sweep's search first, or fix the path")
+        genotype = Genotype.load(path)
+        if (genotype.teacher, genotype.student) != (pair.teacher, pair.student):
+            raise ConfigError(f"distill.genotype_from: {path} is for {genotype.teacher} -> {genotype.student}, "
+                              f"not {pair.name}; genotype transfer needs the same architectures")
+        doc = genotype.to_dict()
+        if genotype.dataset != spec.data.name:
+            doc["_transfer"] = {"source_dataset": genotype.dataset, "genotype": str(path)}
+        out[pair.name] = doc
+        log(f"[sweep] {pair.name}: genotype from {path} (searched on {genotype.dataset})")
+    return out
+
+
+def reference_options(spec: SweepSpec, searched: dict | None, own: dict[str, Any]) -> dict[str, Any]:
+    """The options of a reference-genotype run (dfa:last, dfa:average, dfa:random): exactly
+    those of the pair's searched `dfa` run (its feature weight = the search's lambda, its
+    feature kind, the spec's dfa options), so the two differ in the aggregation alone; the
+    reference's own spec options still win (an ablation may want to vary them on purpose)."""
+    inherited: dict[str, Any] = {}
+    searched_options = (searched or {}).get("options", {})
+    if "lam" in searched_options:
+        inherited["w_feat"] = float(searched_options["lam"])
+    if "preact" in searched_options:
+        inherited["preact"] = bool(searched_options["preact"])
+    return {**inherited, **spec.distill.options.get("dfa", {}), **own}
 
 
 def run_distill(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], genotypes: dict[str, dict],
@@ -307,12 +384,16 @@ def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print,
     check_storage(spec.storage)
     check_storage(spec.sweep_dir)
     atomic_write_json(spec.sweep_dir / "spec.json", spec.to_dict())
+    # a transferred genotype is checked before any compute is spent
+    transferred = transferred_genotypes(spec, log) if spec.distill.genotype_from is not None else None
     data = load_dataset(spec.data.name, root=spec.data.root, **dict(spec.data.options))
     connect(address, ray_init)
     outcome = SweepOutcome(spec.sweep_dir)
     log(f"[sweep] {spec.name}: {len(spec.pairs)} pair(s) on {data.info.name}, storage {spec.storage}")
     outcome.teachers = run_teachers(spec, data, log, callbacks)
-    if spec.search.enabled:
+    if transferred is not None:
+        outcome.genotypes = transferred
+    elif spec.search.enabled:
         outcome.genotypes = run_search(spec, data, outcome.teachers, log, callbacks)
     if spec.distill.enabled:
         run_distill(spec, data, outcome.teachers, outcome.genotypes, outcome.skipped, log, callbacks)

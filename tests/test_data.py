@@ -439,3 +439,24 @@ def test_dataset_table_rows(tmp_path, monkeypatch):
     assert rows["cifar100"]["present"] is False
     assert rows["digits"]["present"] is True and rows["digits"]["root"] is None
     assert all(row["description"] and "\n" not in row["description"] for row in rows.values())
+
+
+def test_fashion_mnist_stratified_subsets(tmp_path):
+    arrays = write_fashion(str(tmp_path), gz=False, n_train=40, n_test=20)
+    full = load_dataset("fashion_mnist", root=str(tmp_path))
+    a = load_dataset("fashion_mnist", root=str(tmp_path), train_size=20, test_size="10")
+    b = load_dataset("fashion_mnist", root=str(tmp_path), train_size=20, test_size=10)
+    other = load_dataset("fashion_mnist", root=str(tmp_path), train_size=20, subset_seed=1)
+    # about the size asked for: each of the 10 classes is rounded to its share on its own
+    assert abs(len(a.train) - 20) <= 5 and abs(len(a.test) - 10) <= 5 and len(full.train) == 40
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+    assert not torch.equal(a.train.images, other.train.images)
+    # every class keeps its share (rounded per class)
+    for c in torch.unique(full.train.labels).tolist():
+        share = (full.train.labels == c).sum().item() / 2
+        assert abs((a.train.labels == c).sum().item() - share) <= 0.5
+    # the subset's images are the full set's images with their own labels
+    rows = {bytes(img.numpy().tobytes()): int(lab) for img, lab in zip(full.train.images, full.train.labels)}
+    assert all(rows[bytes(img.numpy().tobytes())] == int(lab) for img, lab in zip(a.train.images, a.train.labels))
+    with pytest.raises(ConfigError, match="fashion_mnist option train_size=-3 is invalid"):
+        load_dataset("fashion_mnist", root=str(tmp_path), train_size=-3)

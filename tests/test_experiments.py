@@ -38,4 +38,4 @@ def test_the_paper_and_crd_specs_hold_the_published_pairs():
     assert len(crd.pairs) == 13 and crd.protocol == "crd"
     paper = load_spec(next(p for p in EXPERIMENTS if p.stem == "cifar100_dfa_paper"))
     assert [p.student for p in paper.pairs] == ["wrn_16_4", "wrn_28_2", "wrn_16_2", "resnet56"]
-    assert {p.teacher for p in paper.pairs} == {"wrn_28_4"} and paper.protocol == "overhaul"
+    assert {p.teacher for p in paper.pairs} == {"wrn_28_4"} and paper.protocol == "dfa_author"

@@ -42,7 +42,7 @@ def test_fast_path_and_plain_fp32_reach_the_same_accuracy_on_digits(digits):
     assert not plain_run.fast.channels_last and not plain_run.fast.bf16
     conv = next(m for m in fast_run.student.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x, _ = next(iter(fast_run.loaders.train))
+    x, *_ = next(iter(fast_run.loaders.train))
     assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
     # every loss finite, both runs learn, and they agree within noise
     for run in (fast_run, plain_run):

@@ -455,7 +455,7 @@ def test_a_nonfinite_loss_errors_that_trial_and_the_sweep_goes_on(storage, basel
     kd_results = [json.loads(line) for line in kd_logs[0].read_text().splitlines()]
     assert len(kd_results) == 1 and "nonfinite" in kd_results[0]
     # the report lists it, with its reason
-    from analysis.report import write_report
+    from dfa_ray_analysis.report import write_report
 
     report = write_report(outcome.sweep_dir, outcome.sweep_dir / "report").read_text()
     errored_section = report.split("## Errored trials", 1)[1].split("\n## ", 1)[0]

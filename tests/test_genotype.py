@@ -101,7 +101,13 @@ def test_refuses_other_pair_or_dataset(tmp_path, searched, models, names):
         Genotype.load(path).validate_for(*names, t, s)
     msg = str(e.value)
     assert str(path) in msg
-    assert "tiny_t -> tiny_s on cifar100" in msg and f"{names[0]} -> {names[1]} on {names[2]}" in msg
+    if names[0] != "tiny_t":  # another pair: never, not even as a transfer
+        assert "tiny_t -> tiny_s on cifar100" in msg and f"{names[0]} -> {names[1]} on {names[2]}" in msg
+        with pytest.raises(CheckpointError):
+            Genotype.load(path).validate_for(*names, t, s, transfer=True)
+    else:  # another dataset: only as a transfer, which the message says how to ask for
+        assert "searched on cifar100, not on cifar10" in msg and "--transfer" in msg
+        assert Genotype.load(path).validate_for(*names, t, s, transfer=True).dataset == "cifar100"
 
 
 def test_refuses_candidate_count_mismatch(tmp_path, searched):

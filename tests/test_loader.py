@@ -194,3 +194,71 @@ def test_bad_arguments_are_config_errors():
         DeviceLoader(data, batch_size=0, mean=MEAN, std=STD, train=True)
     with pytest.raises(ConfigError, match="std must be positive"):
         DeviceLoader(data, batch_size=2, mean=MEAN, std=(0.1, 0.0, 0.1), train=True)
+
+
+# -- RandomResizedCrop (the dfa_author_cinic recipe) ----------------------------------------
+def reference_resized(image: torch.Tensor, box, flip: bool) -> torch.Tensor:
+    """Bilinear resampling written out pixel by pixel: output pixel (i, j) samples the box at
+    the same relative position of its centre, edge pixels clamped; mirrored when `flip`."""
+    import numpy as np
+
+    c, h, w = image.shape
+    top, left, bh, bw = box
+    img = image.double().numpy()
+    out = np.zeros((c, h, w))
+    for i in range(h):
+        for j in range(w):
+            jj = (w - 1 - j) if flip else j
+            y = (top + (i + 0.5) / h * bh) * h - 0.5  # source coordinates in pixels
+            x = (left + (jj + 0.5) / w * bw) * w - 0.5
+            y, x = min(max(y, 0.0), h - 1.0), min(max(x, 0.0), w - 1.0)
+            y0, x0 = int(np.floor(y)), int(np.floor(x))
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            fy, fx = y - y0, x - x0
+            out[:, i, j] = ((1 - fy) * (1 - fx) * img[:, y0, x0] + (1 - fy) * fx * img[:, y0, x1]
+                            + fy * (1 - fx) * img[:, y1, x0] + fy * fx * img[:, y1, x1])
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resized_crop_equals_the_pixelwise_reference(channels_last):
+    data = make_set(n=12)
+    ld = loader(data, resized_crop=(0.3, 1.0), flip=True, channels_last=channels_last, batch_size=12)
+    d = ld.draw(0)
+    assert d.boxes is not None and d.boxes.shape == (12, 4)
+    top, left, bh, bw = d.boxes.unbind(1)
+    area = bh * bw
+    assert bool(((area >= 0.3 - 1e-9) | (bh == 1) | (bw == 1)).all()) and bool((area <= 1 + 1e-9).all())
+    assert bool((top >= 0).all() and (left >= 0).all() and (top + bh <= 1 + 1e-9).all() and (left + bw <= 1 + 1e-9).all())
+    (x, y), = list(ld)
+    for k in range(12):
+        idx = int(d.order[k])
+        m = torch.tensor(MEAN).view(-1, 1, 1)
+        s = torch.tensor(STD).view(-1, 1, 1)
+        want = (reference_resized(data.images[idx], d.boxes[k].tolist(), bool(d.flips[k])).float() / 255 - m) / s
+        torch.testing.assert_close(x[k], want, atol=1e-4, rtol=0)
+        assert int(y[k]) == idx
+
+
+def test_resized_crop_draws_are_seeded_and_leave_the_other_draws_alone():
+    data = make_set(n=20)
+    a, b = loader(data, resized_crop=(0.08, 1.0)), loader(data, resized_crop=(0.08, 1.0))
+    plain = loader(data)
+    da, db, dp = a.draw(3), b.draw(3), plain.draw(3)
+    assert torch.equal(da.boxes, db.boxes) and not torch.equal(da.boxes, a.draw(4).boxes)
+    assert torch.equal(da.order, dp.order) and torch.equal(da.flips, dp.flips)
+    assert dp.boxes is None
+    with pytest.raises(ConfigError, match="resized_crop scale range"):
+        loader(data, resized_crop=(0.0, 1.0))
+
+
+def test_dfa_author_recipes_have_the_authors_numbers():
+    from dfa_ray.engine.recipes import get_recipe
+
+    r = get_recipe("dfa_author")
+    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.nesterov, r.weight_decay, r.gamma) == \
+        (200, 128, 0.1, 0.9, True, 5e-4, 0.2)
+    assert r.milestone_epochs() == [60, 120, 160] and r.crop == "pad" and r.resized_crop is None
+    c = get_recipe("dfa_author_cinic")
+    assert (c.epochs, c.batch_size, c.lr, c.gamma, c.nesterov) == (140, 96, 0.01, 0.1, True)
+    assert c.milestone_epochs() == [100, 120] and c.resized_crop == (0.08, 1.0)

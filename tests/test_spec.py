@@ -46,7 +46,7 @@ VALID: dict[str, Any] = {
             "schedule": {"choice": ["groupwise", "joint"]},
         },
         "num_samples": 4,
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
         "searcher": "random",
         "metric": "val_acc",
         "seed": 0,
@@ -113,7 +113,10 @@ def test_defaults_filled(tmp_path, monkeypatch):
     assert spec.protocol == "quick" and spec.recipe == {}
     assert spec.teachers.seed == 0
     assert spec.search.enabled and spec.search.epochs == 6 and spec.search.num_samples == 1
-    assert spec.search.scheduler.type == "asha" and spec.search.scheduler.grace_period == 1
+    assert spec.search.scheduler.type == "sha" and spec.search.scheduler.grace_period is None
+    from dfa_ray.spec import first_rung
+
+    assert first_rung(spec) == 2  # 6 search epochs / 3 groups: the first group's share
     assert spec.search.searcher == "random" and spec.search.metric == "val_acc"
     assert spec.search.space == {} and spec.search.options == {}
     assert spec.distill.methods == ("vanilla", "kd", "fitnet", "at", "dfa")
@@ -205,7 +208,7 @@ INVALID = {
     ),
     "unknown nested key": (
         _set("search.scheduler.grace", 2),
-        ["search.scheduler.grace: unknown key", "allowed keys: type, grace_period, reduction_factor"],
+        ["search.scheduler.grace: unknown key", "allowed keys: type, grace_period, reduction_factor, early_rungs"],
     ),
     "unknown model": (
         _set("pairs.1.student", "resnet9"),
@@ -270,14 +273,14 @@ INVALID = {
         ["search.space.rho: grid is not supported by searcher optuna"],
     ),
     "unknown searcher": (_set("search.searcher", "bayes"), ["search.searcher: Input should be 'random' or 'optuna'"]),
-    "unknown scheduler": (_set("search.scheduler.type", "pbt"), ["search.scheduler.type: Input should be 'asha' or 'fifo'"]),
+    "unknown scheduler": (_set("search.scheduler.type", "pbt"), ["search.scheduler.type: Input should be 'sha', 'asha' or 'fifo'"]),
     "grace period beyond epochs": (
         _set("search.scheduler.grace_period", 7),
         ["search.scheduler.grace_period: must be at most search.epochs (6)", "(got 7)"],
     ),
     "unknown method": (
-        _set("distill.methods", ["kd", "crd"]),
-        ["distill.methods[1]: unknown method", "valid methods:", "vanilla", "dfa:last", "dfa:average", "dfa:random", "(got 'crd')"],
+        _set("distill.methods", ["kd", "magic"]),
+        ["distill.methods[1]: unknown method", "valid methods:", "vanilla", "dfa:last", "dfa:average", "dfa:random", "(got 'magic')"],
     ),
     "unknown reference genotype": (
         _set("distill.methods", ["dfa:best"]),

@@ -57,7 +57,8 @@ def test_end_to_end_sweep_with_asha_pruning(ray_cluster, tmp_path):
     spec = tiny_spec("e2e", tmp_path, search={
         "enabled": True, "epochs": 4, "num_samples": 4, "options": {"batch_size": 128},
         "space": {"gamma_ts": {"loguniform": [0.25, 4.0]}, "lam": {"choice": [1.0, 10.0, 100.0]}},
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
+        # rungs before the first group's search is over: this test is about pruning itself
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2, "early_rungs": True}},
         distill={"methods": ["vanilla", "kd", "dfa", "dfa:last"], "epochs": 1})
     outcome, lines = run(spec)
     assert any("training 1 teacher(s): resnet14" in line for line in lines)
@@ -191,3 +192,42 @@ def test_a_killed_driver_is_resumed_by_the_same_command(storage, tmp_path):
     assert distill.groupby("trial_id").epoch.apply(sorted).apply(lambda e: e == [1, 2, 3, 4, 5, 6]).all()
     done = trials[trials.stage == "distill"]
     assert len(done) == 4 and (done.status == "completed").all()
+
+
+def test_same_spec_twice_gives_the_same_search_decisions_genotypes_and_accuracies(ray_cluster, tmp_path):
+    """Synchronous halving (sha) decides each rung from the metrics alone, so two runs of one
+    spec into two storage folders prune the same trials, pick the same genotype and give the
+    same accuracy in every trial row (timing columns aside)."""
+    from dfa_ray.results import load
+
+    outcomes = []
+    for run_name in ("first", "second"):
+        storage = tmp_path / run_name
+        spec = tiny_spec("twice", storage, search={
+            "enabled": True, "epochs": 3, "num_samples": 4, "options": {"batch_size": 128, "arch_lr": 0.05},
+            "space": {"gamma_ts": {"loguniform": [0.25, 4.0]}, "lam": {"choice": [1.0, 10.0, 100.0]}},
+            "scheduler": {"type": "sha", "reduction_factor": 2}},
+            distill={"methods": ["kd", "dfa", "dfa:last"], "epochs": 1})
+        train_store_teacher(spec)
+        outcome, lines = run(spec)
+        assert any("sha" in line for line in lines)
+        outcomes.append(outcome)
+    (g1,), (g2,) = (sorted((o.sweep_dir / "genotypes").glob("*.json")) for o in outcomes)
+    doc1, doc2 = json.loads(g1.read_text()), json.loads(g2.read_text())
+    doc1.pop("trial_id"), doc2.pop("trial_id")  # Tune's random experiment prefix
+    assert doc1 == doc2
+    rows = []
+    for o in outcomes:
+        epochs, trials = load(o.sweep_dir)
+        key = ["stage", "method", "seed", "epochs_run", "status"]
+        accs = [c for c in trials.columns if c.endswith("_acc") or "_acc_" in c]
+        rows.append((trials.assign(cfg=trials.config.map(lambda c: json.dumps(
+            {k: v for k, v in json.loads(c).items() if k in ("options.gamma_ts", "options.lam", "job.method",
+                                                              "job.method_options.w_feat")}, sort_keys=True)))
+                     .sort_values(key + ["cfg"]).reset_index(drop=True)[key + ["cfg"] + accs],
+                     epochs.sort_values(["stage", "epoch", "val_acc"]).reset_index(drop=True)[["stage", "epoch", "val_acc"]]))
+    (t1, e1), (t2, e2) = rows
+    search = t1[t1.stage == "search"]
+    assert len(search) == 4 and (search.status == "pruned").sum() == 3, search  # 4 -> 2 -> 1
+    assert t1.equals(t2), (t1, t2)
+    assert e1.equals(e2)

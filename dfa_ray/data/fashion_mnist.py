@@ -7,6 +7,10 @@ under <root>/FashionMNIST/raw/. Both places are searched.
 IDX format: a 4-byte magic (0, 0, type code, number of dimensions), one big-endian uint32 per
 dimension, then the values in row-major order, big-endian. We parse it ourselves so a
 truncated or corrupt file gives a DataError that names it.
+
+Options `train_size` / `test_size` (0: all) take a stratified, seeded subset (`subset_seed`)
+of each split, for studies on a CPU budget: every class keeps its share, and the subset is a
+function of (size, seed) only, so every trial of a study sees the same images.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 import torch
 
 from dfa_ray.data.base import DATASETS, Dataset, DatasetInfo, ImageSet, check_options
-from dfa_ray.errors import DataError
+from dfa_ray.data.split import stratified_split
+from dfa_ray.errors import ConfigError, DataError
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -95,7 +100,8 @@ class FashionMnistSource:
         )
 
     def load(self, root: str | None = None, download: bool = False, **options) -> Dataset:
-        check_options(self.name, options, {})
+        opts = check_options(self.name, options, {"train_size": 0, "test_size": 0, "subset_seed": 0})
+        sizes = {k: _whole(k, opts[k]) for k in ("train_size", "test_size", "subset_seed")}
         root = os.path.abspath(os.path.expanduser(root or self.default_root()))
         if download and not self.is_present(root):
             import torchvision.datasets
@@ -110,8 +116,10 @@ class FashionMnistSource:
                 f"Install them with `apt-get install dataset-fashion-mnist` (puts them in "
                 f"{DEBIAN_ROOT}), pass --download, or copy the four IDX files into {root}"
             )
-        train = self._read_split(paths["train_images"], paths["train_labels"])
-        test = self._read_split(paths["test_images"], paths["test_labels"])
+        train = _subset(self._read_split(paths["train_images"], paths["train_labels"]), sizes["train_size"],
+                        sizes["subset_seed"], "train_size")
+        test = _subset(self._read_split(paths["test_images"], paths["test_labels"]), sizes["test_size"],
+                       sizes["subset_seed"], "test_size")
         info = DatasetInfo(self.name, 10, 1, 28, MEAN, STD, crop_padding=4)
         return Dataset(info=info, train=train, test=test)
 
@@ -131,6 +139,27 @@ class FashionMnistSource:
             torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1),
             torch.from_numpy(labels.astype(np.int64)),
         )
+
+
+def _whole(key: str, value) -> int:
+    try:
+        number = int(value)
+        if isinstance(value, bool) or number != float(value) or number < 0 or number > 10**9:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"fashion_mnist option {key}={value!r} is invalid; give a whole number >= 0") from None
+    return number
+
+
+def _subset(split: ImageSet, size: int, seed: int, key: str) -> ImageSet:
+    """A stratified subset of about `size` images (each class rounded to its share); 0: all."""
+    n = len(split)
+    if size == 0 or size >= n:
+        return split
+    _, chosen = stratified_split(split.labels, size / n, seed)
+    if chosen.numel() == 0:
+        raise ConfigError(f"fashion_mnist option {key}={size} leaves no image; give a larger size")
+    return split.subset(chosen)
 
 
 DATASETS.register("fashion_mnist")(FashionMnistSource())

@@ -15,6 +15,15 @@ batched tensor operations on the device:
    followed by RandomHorizontalFlip; tests check it against a per-image reference;
 3. convert to float and normalise, (x/255 - mean)/std, as one multiply-add.
 
+Instead of step 2, `resized_crop=(lo, hi)` gives torchvision's RandomResizedCrop(size,
+scale=(lo, hi), ratio=(3/4, 4/3)) followed by the flip (the CINIC-10 recipe of the DFA
+author's code): a box of area share U(lo, hi) and log-uniform aspect ratio at a uniform
+position, resampled bilinearly to the full size by one `grid_sample` over the batch.
+Departure from torchvision: it retries up to 10 draws when a box does not fit and then falls
+back to a centre crop; here a box that does not fit is shrunk to fit (same support, a
+slightly different distribution of extreme aspect ratios), so one draw per sample keeps the
+epoch a pure function of (seed, epoch).
+
 Reproducibility: the permutation, crop offsets and flips of an epoch are drawn at the start of
 the epoch from a CPU `torch.Generator` seeded from (seed, epoch) only, then moved to the device.
 So epoch e's batches are the same whatever ran before (bit-for-bit resume), on any device.
@@ -47,6 +56,7 @@ class EpochDraw:
     order: torch.Tensor  # int64 [N]: sample index at each position
     offsets: torch.Tensor  # int64 [N, 2]: crop offset (dy, dx) in the padded image, 0..2*padding
     flips: torch.Tensor  # bool [N]: flip the crop horizontally
+    boxes: torch.Tensor | None = None  # float64 [N, 4] (top, left, height, width) as fractions, resized crops
 
 
 class DeviceLoader:
@@ -57,6 +67,10 @@ class DeviceLoader:
     ignored). Each `iter()` uses the current epoch and then advances it by one, so a plain
     `for epoch ...: for x, y in loader` gets new draws every epoch; `set_epoch(e)` pins the
     epoch of the next iteration (call it every epoch when resuming from a checkpoint).
+
+    with_index=True: yields (x, y, index) instead, `index` int64 [B] on `device` being each
+    sample's position in this loader's split (`labels[index] == y`), which methods with
+    per-sample state (memory banks) key on.
     """
 
     def __init__(
@@ -74,6 +88,8 @@ class DeviceLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
+        with_index: bool = False,
+        resized_crop: tuple[float, float] | None = None,
     ) -> None:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -100,6 +116,13 @@ class DeviceLoader:
         self.drop_last = bool(drop_last) and self.train
         self.channels_last = bool(channels_last)
         self.dtype = dtype
+        self.with_index = bool(with_index)
+        if resized_crop is not None:
+            lo, hi = (float(v) for v in resized_crop)
+            if not 0 < lo <= hi <= 1:
+                raise ConfigError(f"resized_crop scale range must satisfy 0 < lo <= hi <= 1, got {resized_crop}")
+            resized_crop = (lo, hi)
+        self.resized_crop = resized_crop if self.train else None
         self.epoch = 0
         # (x/255 - mean)/std == x * scale + bias, computed in float64 then stored as float32.
         shape = (1, channels, 1, 1)
@@ -137,7 +160,39 @@ class DeviceLoader:
             flips = torch.randint(0, 2, (n,), generator=g).bool()
         else:
             flips = torch.zeros(n, dtype=torch.bool)
-        return EpochDraw(order, offsets, flips)
+        boxes = self._draw_boxes(n, g) if self.resized_crop is not None else None
+        return EpochDraw(order, offsets, flips, boxes)
+
+    def _draw_boxes(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """RandomResizedCrop boxes as fractions of the image: (top, left, height, width)."""
+        lo, hi = self.resized_crop
+        h, w = self.images.shape[-2:]
+        u = torch.rand(n, 4, generator=g, dtype=torch.float64)
+        area = lo + (hi - lo) * u[:, 0]
+        log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1]
+        ratio = torch.exp(log_ratio)  # width / height
+        bw = torch.sqrt(area * ratio * (h / w)).clamp(max=1.0)  # fractions of the side
+        bh = torch.sqrt(area / ratio * (w / h)).clamp(max=1.0)
+        top = (1 - bh) * u[:, 2]
+        left = (1 - bw) * u[:, 3]
+        return torch.stack([top, left, bh, bw], dim=1)
+
+    def _resized(self, images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Bilinear resampling of each sample's box to the full size (float out, flipped where
+        `flips`), as one grid_sample. align_corners=False: pixel centres at (i + 0.5) / size."""
+        b, _, h, w = images.shape
+        boxes = boxes.to(images.device, torch.float32)
+        top, left, bh, bw = boxes.unbind(1)
+        sign = torch.where(flips.to(images.device), -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3, device=images.device)
+        theta[:, 0, 0] = bw * sign  # x: [-1, 1] of the output maps into the box (mirrored on flip)
+        theta[:, 0, 2] = 2 * left + bw - 1
+        theta[:, 1, 1] = bh
+        theta[:, 1, 2] = 2 * top + bh - 1
+        grid = torch.nn.functional.affine_grid(theta, (b, images.shape[1], h, w), align_corners=False)
+        out = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border",
+                                              align_corners=False)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _augment(self, images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """Crop with zero padding at (dy, dx) = offsets[i], then flip where flips[i]: uint8 in,
@@ -169,31 +224,41 @@ class DeviceLoader:
         x = images.to(torch.float32).mul_(self._scale).add_(self._bias)
         return x if self.dtype == torch.float32 else x.to(self.dtype)
 
-    def _batch(self, index: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    def _batch(self, index: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+               boxes: torch.Tensor | None = None) -> torch.Tensor:
         images = self.images[index]
-        if self.padding > 0 or self.flip:
+        if boxes is not None:
+            images = self._resized(images, boxes, flips)
+        elif self.padding > 0 or self.flip:
             images = self._augment(images, offsets, flips)
         elif self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self._normalize(images)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch = self.epoch
         self.epoch += 1
         if not self.train:
             return self._eval_batches()
         d = self.draw(epoch)
-        return self._train_batches(d.order.to(self.device), d.offsets.to(self.device), d.flips.to(self.device))
+        boxes = d.boxes.to(self.device) if d.boxes is not None else None
+        return self._train_batches(d.order.to(self.device), d.offsets.to(self.device), d.flips.to(self.device), boxes)
 
-    def _train_batches(self, order, offsets, flips) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _train_batches(self, order, offsets, flips, boxes=None) -> Iterator[tuple[torch.Tensor, ...]]:
         for start in range(0, self.num_samples, self.batch_size):
             end = min(start + self.batch_size, self.num_samples)
             index = order[start:end]
-            yield self._batch(index, offsets[start:end], flips[start:end]), self.labels[index]
+            x = self._batch(index, offsets[start:end], flips[start:end],
+                            None if boxes is None else boxes[start:end])
+            yield (x, self.labels[index], index) if self.with_index else (x, self.labels[index])
 
-    def _eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _eval_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for start in range(0, self.num_samples, self.batch_size):
             images = self.images[start : start + self.batch_size]  # a view: no gather needed
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            yield self._normalize(images), self.labels[start : start + self.batch_size]
+            x, y = self._normalize(images), self.labels[start : start + self.batch_size]
+            if self.with_index:
+                yield x, y, torch.arange(start, start + y.shape[0], device=self.device)
+            else:
+                yield x, y

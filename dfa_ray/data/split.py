@@ -1,7 +1,7 @@
 """Seeded, stratified hold-out splits.
 
 Why: model selection (search, early stopping, ASHA) must use a held-out part of the training
-set, never the test set (kd_protocol.md, pitfalls). Stratifying keeps every class's share, so
+set, never the test set (docs/protocols.md, pitfalls). Stratifying keeps every class's share, so
 a small held-out split of a 100-class set still has every class; seeding makes the split part
 of the recorded configuration.
 """

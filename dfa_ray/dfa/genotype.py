@@ -179,15 +179,26 @@ class Genotype:
         teacher_model: nn.Module,
         student_model: nn.Module,
         image_size: int | None = None,
+        transfer: bool = False,
     ) -> "Genotype":
         """Refuse a genotype made for another pair or dataset, or whose groups and candidate
-        counts do not match these models. Returns self."""
+        counts do not match these models. Returns self.
+
+        `transfer=True` accepts a genotype searched on another dataset (the paper's DFA-T:
+        search on CIFAR-100, distil on CINIC-10) as long as the architectures are the same;
+        the caller records the transfer with the results."""
         mine = f"{self.teacher} -> {self.student} on {self.dataset}"
         theirs = f"{teacher_name} -> {student_name} on {dataset}"
-        if (self.teacher, self.student, self.dataset) != (teacher_name, student_name, dataset):
+        if (self.teacher, self.student) != (teacher_name, student_name):
             raise CheckpointError(
                 f"{self._where()} was made for {mine}, not for {theirs}; use the genotype of "
                 f"the pair's own search (or a reference genotype: {', '.join(REFERENCE_KINDS)})"
+            )
+        if self.dataset != dataset and not transfer:
+            raise CheckpointError(
+                f"{self._where()} was searched on {self.dataset}, not on {dataset}; to distil with it on "
+                f"{dataset} on purpose (genotype transfer, DFA-T), pass --transfer (CLI) or set "
+                f"distill.genotype_from (spec)"
             )
         pairing = pair_groups(teacher_model, student_model, image_size or self.image_size, teacher_name, student_name)
         self.check_pairing(pairing, what=f"for {theirs}")

@@ -1,4 +1,4 @@
-"""Every option of the DFA search (reference/dfa_method.md), with its default, in one frozen
+"""Every option of the DFA search (docs/method.md), with its default, in one frozen
 object.
 
 Why frozen and validated at construction: a sweep records these options beside every result,
@@ -20,6 +20,7 @@ REGS = ("none", "entropy", "-entropy")
 SCHEDULES = ("groupwise", "joint")
 OBJECTIVES = ("bridge", "student")
 ORDERS = (1, 2)
+HVPS = ("exact", "finite_difference")
 _TOPK = re.compile(r"^topk:(\d+)$")
 
 # lambda of L_train (and the default w_feat of the `dfa` distiller). Why 10: the feature
@@ -35,7 +36,7 @@ DEFAULT_LAMBDA = 10.0
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """Options of stage 1 (search). Names follow dfa_method.md; units in comments."""
+    """Options of stage 1 (search). Names follow docs/method.md; units in comments."""
 
     # --- upper level: L_bridge = gamma_ts * L_TS + gamma_st * L_ST + rho * R(beta)
     gamma_ts: float = 1.0  # weight of the teacher-to-student path (may be 0 or negative)
@@ -43,7 +44,11 @@ class SearchOptions:
     reg: str = "none"  # R(beta): none | entropy | -entropy (entropy of alpha, nats)
     rho: float = 0.0  # weight of R(beta)
     objective: str = "bridge"  # bridge | student (ablation: L_train as the upper objective)
-    order: int = 1  # 1 = first-order; 2 = DARTS unrolled with finite-difference HVP
+    order: int = 1  # 1 = first-order; 2 = DARTS unrolled (virtual weight step)
+    # order 2 only: the implicit term's Hessian-vector product, exact (double backward through
+    # the virtual step) | finite_difference (DARTS' central differences; can be far off)
+    hvp: str = "exact"
+    virtual_clip: bool = False  # order 2: clip the virtual step's gradient to grad_clip, as the real step
     # --- architecture parameters and their optimiser (Adam)
     arch_lr: float = 3e-4
     arch_betas: tuple[float, float] = (0.5, 0.999)
@@ -93,6 +98,10 @@ class SearchOptions:
             raise bad("objective", " | ".join(OBJECTIVES))
         if isinstance(self.order, bool) or self.order not in ORDERS:
             raise bad("order", "1 (first-order) | 2 (second-order, unrolled)")
+        if self.hvp not in HVPS:
+            raise bad("hvp", " | ".join(HVPS))
+        if not isinstance(self.virtual_clip, bool):
+            raise bad("virtual_clip", "true | false")
         for name in ("arch_lr", "lr", "grad_clip"):
             if number(name) <= 0:
                 raise bad(name, "a number > 0")

@@ -1,6 +1,6 @@
 """The DFA search network: student, connectors and aggregation around a frozen teacher.
 
-It owns the losses of the bi-level search (reference/dfa_method.md, stage 1):
+It owns the losses of the bi-level search (docs/method.md, stage 1):
 
 - `weight_loss`  = L_train = CE(S(x), y) + lam * sum_g ||F_s^g(S_g) - A_g||^2, alpha detached
   (lower level: student weights and ST connectors);

@@ -2,7 +2,7 @@
 
 `search_step` = architecture step (upper level, on the architecture batch), then the weight
 step (SGD on L_train, gradient clipping), then the TS-connector step (SGD on L_TS with the
-student's weights excluded), in that order (reference/dfa_method.md, stage 1). Epochs,
+student's weights excluded), in that order (docs/method.md, stage 1). Epochs,
 loaders, the cosine schedule and checkpoints belong to the loop in `dfa_ray.engine`.
 """
 

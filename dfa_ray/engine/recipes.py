@@ -1,4 +1,6 @@
-"""Named training recipes (the CRD and Overhaul protocols, and `quick` for the demo).
+"""Named training recipes: the CRD and Overhaul protocols, the DFA first author's
+(`dfa_author` for CIFAR, `dfa_author_cinic` for CINIC-10) and `quick` for the demo. The
+protocols and where each comes from are described in docs/protocols.md.
 
 Learning-rate milestones are stored as fractions of the epoch budget, so that overriding
 `epochs` (a 10-epoch smoke run, a 60-epoch sweep) keeps the shape of the schedule; at the
@@ -41,6 +43,8 @@ class Recipe:
     eval_batch_size: int = 256
     padding: int | None = None  # random-crop padding; None: the dataset's default
     flip: bool = True
+    crop: str = "pad"  # pad (random crop of the zero-padded image) | resized (RandomResizedCrop)
+    crop_scale_min: float = 0.08  # resized: smallest area share of the box (torchvision's default)
 
     def milestone_epochs(self) -> list[int]:
         return sorted({max(1, round(f * self.epochs)) for f in self.milestones})
@@ -91,6 +95,15 @@ class Recipe:
             raise bad("holdout_fraction", "it must be in [0, 1)")
         if self.padding is not None and self.padding < 0:
             raise bad("padding", "it must be >= 0")
+        if self.crop not in ("pad", "resized"):
+            raise bad("crop", "allowed: pad, resized")
+        if not 0 < self.crop_scale_min <= 1:
+            raise bad("crop_scale_min", "it must be in (0, 1]")
+
+    @property
+    def resized_crop(self) -> tuple[float, float] | None:
+        """The loader's RandomResizedCrop scale range, or None for the padded crop."""
+        return (self.crop_scale_min, 1.0) if self.crop == "resized" else None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -143,6 +156,18 @@ RECIPES.register("crd")(
 RECIPES.register("overhaul")(
     Recipe(name="overhaul", epochs=200, batch_size=128, lr=0.1, nesterov=True, weight_decay=5e-4,
            milestones=(100 / 200, 150 / 200), gamma=0.1)
+)
+# The DFA first author's public baseline code (PkuDavidGuan/Distillation, commit c2c0316):
+# CIFAR-100 200 epochs, batch 128, SGD lr 0.1 Nesterov, momentum 0.9, wd 5e-4, lr x0.2 at
+# 60/120/160; CINIC-10 140 epochs, batch 96, lr 0.01, x0.1 at 100/120, RandomResizedCrop(32)
+# (the same SGD otherwise). It may be the paper's schedule; the paper's text does not say.
+RECIPES.register("dfa_author")(
+    Recipe(name="dfa_author", epochs=200, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+           milestones=(60 / 200, 120 / 200, 160 / 200), gamma=0.2)
+)
+RECIPES.register("dfa_author_cinic")(
+    Recipe(name="dfa_author_cinic", epochs=140, batch_size=96, lr=0.01, momentum=0.9, nesterov=True,
+           weight_decay=5e-4, milestones=(100 / 140, 120 / 140), gamma=0.1, crop="resized")
 )
 # The embedded default: minutes on a laptop CPU, >= 90 % on digits.
 RECIPES.register("quick")(

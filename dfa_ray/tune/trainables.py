@@ -35,6 +35,7 @@ from dfa_ray.engine.search import SearchRun
 from dfa_ray.engine.teacher import build_teacher_run, load_teacher, save_teacher_state, teacher_meta
 from dfa_ray.engine.training import NonFiniteLossError
 from dfa_ray.errors import CheckpointError
+from dfa_ray.plugins import import_plugins
 from dfa_ray.tune.device import trial_device
 
 STATE_FILE = "state.pt"
@@ -73,6 +74,9 @@ class _EngineTrainable(tune.Trainable):
 
     def setup(self, config: dict[str, Any], data: Dataset | None = None) -> None:
         config = effective_config(config)
+        # A worker is a fresh process: the spec's plug-ins (models, datasets, methods) must be
+        # registered here too, before anything is built (dfa_ray.plugins).
+        import_plugins(config.get("plugins") or ())
         if data is None:  # not handed over by the driver: read it where this worker is
             spec = config["data_spec"]
             data = load_dataset(spec["name"], root=spec.get("root"), **spec.get("options", {}))
@@ -203,4 +207,9 @@ class DistillTrainable(_EngineTrainable):
         return build_distill_run(teacher, meta["model"], config["student"], self.data,
                                  recipe_from_dict(config["recipe"]), config["method"], int(config["seed"]),
                                  options=config.get("method_options") or None, genotype=genotype,
-                                 device=self.device, fast=self.fast)
+                                 device=self.device, fast=self.fast, transfer=config.get("transfer") is not None)
+
+    def extra_result(self) -> dict[str, Any]:
+        # The options the method runs with, resolved (defaults, the spec's overrides, dfa's
+        # lambda from the genotype): the callbacks record them in the row's config.
+        return {"method_options": dict(self.run.task.config)}
