@@ -686,6 +686,15 @@ class SweepSpec(_Spec):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "SweepSpec":
+        warmup = _largest_warmup(self.search)
+        if self.search.enabled and warmup >= self.search.epochs:
+            where = ("search", "space", "warmup_epochs") if "warmup_epochs" in self.search.space else \
+                ("search", "options", "warmup_epochs")
+            raise PydanticCustomError(
+                "spec_problems", "warm-up", {"problems": [(where, f"a warm-up of {warmup} epoch(s) leaves none of "
+                                                                  f"the {self.search.epochs} search epochs to search "
+                                                                  "beta; make it smaller than search.epochs", warmup)]},
+            )
         early = _early_rung_problem(self)
         if early is not None:
             raise PydanticCustomError(
@@ -752,6 +761,13 @@ def _student_groups(name: str) -> int:
         return create_model(name, num_classes=10).num_groups
 
 
+def _largest_warmup(search: "SearchSpec") -> int:
+    """The longest warm-up (epochs before beta moves) a trial of this search can have."""
+    if "warmup_epochs" in search.space:
+        return max(search.space["warmup_epochs"].endpoints())
+    return search.options.get("warmup_epochs", 0)
+
+
 def _first_group_done(spec: "SweepSpec") -> float | None:
     """Epochs after which every pair's groupwise search has finished its first group (None
     when no trial searches groupwise)."""
@@ -761,8 +777,10 @@ def _first_group_done(spec: "SweepSpec") -> float | None:
         schedules = set(s.space["schedule"].endpoints())
     if "groupwise" not in schedules:
         return None
-    # the pair with the fewest groups gives each group the most epochs: its first group ends last
-    return s.epochs / min(_student_groups(p.student) for p in spec.pairs)
+    # the pair with the fewest groups gives each group the most epochs: its first group ends
+    # last; a warm-up (the largest the space allows) comes before any group is searched
+    warmup = _largest_warmup(s)
+    return warmup + (s.epochs - warmup) / min(_student_groups(p.student) for p in spec.pairs)
 
 
 def first_rung(spec: "SweepSpec") -> int:
@@ -782,9 +800,12 @@ def _early_rung_problem(spec: "SweepSpec") -> str | None:
     first_group_done = _first_group_done(spec)
     if first_group_done is None or s.scheduler.grace_period >= first_group_done:
         return None
-    groups = round(s.epochs / first_group_done)
+    groups = min(_student_groups(p.student) for p in spec.pairs)
+    warmup = _largest_warmup(s)
+    share = f"{s.epochs} epochs / {groups} groups" if warmup == 0 else \
+        f"{warmup:g} warm-up + {s.epochs - warmup:g} epochs / {groups} groups"
     return (f"the first rung ({s.scheduler.grace_period} epoch(s)) comes before the first group's search is over "
-            f"({s.epochs} epochs / {groups} groups = {first_group_done:g}): a groupwise search has then moved "
+            f"({share} = {first_group_done:g}): a groupwise search has then moved "
             f"only the first group's weights, so pruning would compare trials on lambda alone; set grace_period "
             f">= {math.ceil(first_group_done)}, or search.scheduler.early_rungs: true if that is what you want")
 

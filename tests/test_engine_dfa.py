@@ -45,6 +45,28 @@ def test_search_on_digits_moves_alpha_and_learns(digits, digits_teacher):
     assert genotype.groups[0].weights == pytest.approx(history[-1]["alphas"][0], abs=1e-6)
 
 
+def test_search_warmup_trains_the_weights_only_then_searches_every_group(digits, digits_teacher):
+    _, teacher, _ = digits_teacher
+    options = SearchOptions(batch_size=64, warmup_epochs=1, arch_lr=0.05)
+    run = SearchRun(teacher, "resnet20", "resnet8", digits, options, epochs=4, seed=0, device="cpu")
+    start = [a.tolist() for a in run.net.alphas()]
+    weights = [p.detach().clone() for p in run.net.student.parameters()]
+    warm = run.step()
+    # beta did not move, the student and the TS connectors did, and the upper loss was measured
+    assert warm["alphas"] == start
+    assert any(not torch.equal(a, b) for a, b in zip(weights, run.net.student.parameters()))
+    assert math.isfinite(warm["l_ts"]) and math.isfinite(warm["l_st"]) and warm["loss_ts_connector"] > 0
+    history = [warm] + [run.step() for _ in range(3)]
+    # the three epochs after the warm-up are shared by the three groups, in order
+    assert [h["active_groups"] for h in history] == [[0], [0], [1], [2]]
+    for g in range(3):
+        assert uniform_distance([history[-1]["alphas"][g]]) > 3 * uniform_distance([start[g]]), g
+    with pytest.raises(ConfigError, match="warmup_epochs=4 is invalid; allowed: an integer below the search's epochs"):
+        SearchRun(teacher, "resnet20", "resnet8", digits, SearchOptions(warmup_epochs=4), epochs=4, seed=0, device="cpu")
+    with pytest.raises(ConfigError, match="warmup_epochs=-1 is invalid; allowed: an integer >= 0"):
+        SearchOptions(warmup_epochs=-1)
+
+
 def test_search_resume_is_bit_for_bit(digits, digits_teacher, tmp_path: Path):
     _, teacher, _ = digits_teacher
     options = SearchOptions(batch_size=128, schedule="joint", order=2)

@@ -55,3 +55,17 @@ def test_protocol_dfa_author_validates(tmp_path):
     assert s.protocol == "dfa_author"
     s = parse_spec({**spec(tmp_path), "protocol": "dfa_author_cinic", "data": {"name": "cinic10"}})
     assert s.protocol == "dfa_author_cinic"
+
+
+def test_a_warmup_comes_before_the_first_groups_share(tmp_path):
+    s = parse_spec(spec(tmp_path, epochs=8, options={"warmup_epochs": 2}))
+    assert first_rung(s) == 4  # 2 warm-up + 6 epochs / 3 groups
+    with pytest.raises(ConfigError) as err:
+        parse_spec(spec(tmp_path, epochs=8, options={"warmup_epochs": 2}, scheduler={"grace_period": 3}))
+    assert "(2 warm-up + 6 epochs / 3 groups = 4)" in str(err.value) and "set grace_period >= 4" in str(err.value)
+    # from the space, the longest warm-up decides
+    s = parse_spec(spec(tmp_path, epochs=8, space={"warmup_epochs": {"choice": [0, 2, 5]}}))
+    assert first_rung(s) == 6  # ceil(5 + 3 / 3)
+    with pytest.raises(ConfigError, match=r"search.options.warmup_epochs: a warm-up of 6 epoch\(s\) leaves none of "
+                                          r"the 6 search epochs"):
+        parse_spec(spec(tmp_path, options={"warmup_epochs": 6}))

@@ -64,6 +64,9 @@ class SearchOptions:
     batch_size: int = 64
     # --- schedule, features, data split, derivation
     schedule: str = "groupwise"  # groupwise (one group at a time, g = 1..G) | joint
+    # epochs at the start that train the weights and connectors only (beta frozen at its
+    # init): an untrained student's L_TS is at chance and carries no signal (docs/method.md)
+    warmup_epochs: int = 0
     preact: bool = True  # pre-activation features where the model has them
     arch_fraction: float = 0.5  # share of the training set used as the architecture split
     derive: str = "softmax"  # softmax | argmax | topk:K
@@ -122,6 +125,8 @@ class SearchOptions:
             raise bad("arch_betas", "two numbers in [0, 1), e.g. [0.5, 0.999]")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise bad("batch_size", "an integer >= 1")
+        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise bad("warmup_epochs", "an integer >= 0 (less than the search's epochs)")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", " | ".join(SCHEDULES))
         if not isinstance(self.preact, bool):

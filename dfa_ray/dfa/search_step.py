@@ -72,6 +72,7 @@ def search_step(
     ts_optimizer: torch.optim.Optimizer,
     active_groups: Sequence[int] | None = None,
     lr: float | None = None,
+    arch_step: bool = True,
 ) -> Metrics:
     """Architecture step, weight step, TS-connector step; returns the metrics.
 
@@ -81,7 +82,8 @@ def search_step(
     optimiser's current lr. Metric values are detached 0-dim tensors (no device sync here):
     loss_upper, loss_st, loss_ts, loss_reg, arch_acc (architecture batch, active groups; at
     the virtual weights w' for order 2), loss_train, loss_ce, loss_feat, acc (weight batch,
-    all groups), loss_ts_connector.
+    all groups), loss_ts_connector. `arch_step=False` (a warm-up step) leaves beta as it is
+    and only measures the upper loss on the architecture batch.
     """
     net.train()
     wb = weight_batch if isinstance(weight_batch, SearchBatch) else net.prepare(*weight_batch)
@@ -93,7 +95,11 @@ def search_step(
     if lr is None:
         lr = float(weight_optimizer.param_groups[0]["lr"])
 
-    metrics = dict(architect.step(wb, ab, weight_optimizer, lr, active_groups))
+    if arch_step:
+        metrics = dict(architect.step(wb, ab, weight_optimizer, lr, active_groups))
+    else:  # a warm-up step: beta stays; the upper loss is only measured
+        with torch.no_grad():
+            _, metrics = net.upper_loss(ab, active_groups)
 
     weight_optimizer.zero_grad(set_to_none=True)
     loss, m = net.weight_loss(wb)

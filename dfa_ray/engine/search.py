@@ -59,6 +59,9 @@ class SearchRun:
     ) -> None:
         if epochs < 1:
             raise ConfigError(f"search epochs = {epochs} is invalid; it must be at least 1")
+        if options.warmup_epochs >= epochs:
+            raise ConfigError(f"search option warmup_epochs={options.warmup_epochs} is invalid; allowed: an integer "
+                              f"below the search's epochs ({epochs}), so that beta is searched at all")
         self.device = resolve_device(device)
         self.fast = FastPath(channels_last=fast.channels_last, bf16=False, compile=False,
                              cudnn_benchmark=fast.cudnn_benchmark).resolved(self.device)
@@ -82,6 +85,17 @@ class SearchRun:
     @property
     def pairing(self):
         return self.net.pairing
+
+    @property
+    def warming_up(self) -> bool:
+        """In the first `warmup_epochs` epochs only the weights and connectors train."""
+        return self.epoch < self.options.warmup_epochs
+
+    def progress(self, step: int, steps: int) -> float:
+        """Share of the architecture search done at `step` of this epoch, in [0, 1]: the
+        groupwise schedule divides the epochs after the warm-up between the groups."""
+        warmup = self.options.warmup_epochs
+        return max(0.0, ((self.epoch - warmup) * steps + step) / ((self.epochs - warmup) * steps))
 
     @property
     def done(self) -> bool:
@@ -121,12 +135,12 @@ class SearchRun:
         active_seen: list[int] = []
         seen = 0
         for i, (weight_batch, arch_batch) in enumerate(zip(self.weight_loader, self._arch_batches())):
-            active = self.net.active_groups((self.epoch * steps + i) / (self.epochs * steps))
+            active = self.net.active_groups(self.progress(i, steps))
             for g in active:
                 if g not in active_seen:
                     active_seen.append(g)
             metrics = search_step(self.net, self.architect, weight_batch, arch_batch, self.weight_optimizer,
-                                  self.ts_optimizer, active_groups=active)
+                                  self.ts_optimizer, active_groups=active, arch_step=not self.warming_up)
             n = weight_batch[1].shape[0]
             seen += n
             for key, value in metrics.items():
