@@ -258,7 +258,7 @@ def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: L
                        "teacher_path": str(teachers[pair.teacher]), "seed": spec.search.seed,
                        "epochs": spec.search.epochs,
                        "options": {**spec.search.options, **tune_space(spec.search.space)}}
-        log(f"[sweep] searching {pair.name}: {spec.search.num_samples} sample(s) x {spec.search.epochs} epochs, "
+        log(f"[sweep] searching {pair.name}: {search_trial_count(spec)} trial(s) x {spec.search.epochs} epochs, "
             f"{spec.search.scheduler.type}, searcher {spec.search.searcher}")
         grid = fit_experiment(spec, f"search-{pair.dir_name}", trainable, param_space, search_tune_config(spec), log,
                               callbacks)
