@@ -43,6 +43,16 @@ def reference_loader(images: torch.Tensor, labels: torch.Tensor, mean, std, batc
                                        persistent_workers=num_workers > 0)
 
 
+def apply_threads(threads: int, device: torch.device) -> int:
+    """The `--threads` rule of the step benchmarks: -1 means 1 on the CPU (as a 1-CPU Ray trial
+    runs) and torch's default (0) elsewhere; a positive count is set. Returns the count used."""
+    if threads < 0:
+        threads = 1 if device.type == "cpu" else 0
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return threads
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import REFERENCE_WORKERS, emit, machine, reference_loader, sync
+from benchmarks.common import REFERENCE_WORKERS, apply_threads, emit, machine, reference_loader, sync
 from dfa_ray.data import Dataset, load_dataset
 from dfa_ray.dfa.genotype import reference_genotype
 from dfa_ray.dfa.pairing import pair_groups
@@ -236,10 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--search", action="store_true", help="also time the DFA search step (ours only)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if args.threads < 0:
-        args.threads = 1 if device.type == "cpu" else 0
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads, device)
     switch = {"auto": None, "on": True, "off": False}
     args.fast = FastPath(channels_last=switch[args.channels_last], bf16=switch[args.bf16])
     if args.batches <= 0:

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from benchmarks.common import emit, machine
+from benchmarks.common import apply_threads, emit, machine
 from dfa_ray.data import load_dataset
 from dfa_ray.engine.distill import build_distill_run
 from dfa_ray.engine.recipes import get_recipe
@@ -100,10 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="print the report only (a trial run) instead of merging it into benchmarks/results/")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if args.threads < 0:
-        args.threads = 1 if device.type == "cpu" else 0
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    args.threads = apply_threads(args.threads, device)
     if args.batches <= 0:
         args.batches = 20 if device.type == "cuda" else 1
     start = time.perf_counter()

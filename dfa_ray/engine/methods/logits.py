@@ -6,6 +6,7 @@ import torch
 
 from dfa_ray.engine.methods.base import CEOptions, Distiller, LogitOptions, option, register_method
 from dfa_ray.losses import dkd_terms
+from dfa_ray.losses_part2 import linear_warmup
 
 
 @register_method
@@ -55,13 +56,9 @@ class DKD(Distiller):
         super().__init__(student, teacher, options, context)
         self.warm = 1.0  # 1 until the trainer says which epoch runs (unit use: no warm-up)
 
-    def warmup_epochs(self, epochs: int) -> float:
-        return self.options.warmup * epochs / 240.0
-
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         # mdistiller: min(epoch / warmup, 1) with its 1-based epoch, i.e. 1/warmup in the first
-        w = self.warmup_epochs(epochs)
-        self.warm = 1.0 if w <= 0 else min((epoch + 1) / w, 1.0)
+        self.warm = linear_warmup(epoch + 1, self.options.warmup * epochs / 240.0)
 
     def distill_terms(self, s, t, y, index) -> dict[str, torch.Tensor]:
         tckd, nckd = dkd_terms(s.logits, t.logits, y, self.options.temperature)
