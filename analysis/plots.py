@@ -399,7 +399,7 @@ def _draw_curves(ax: Axes, g: pd.DataFrame, epochs: pd.DataFrame, chosen_id, pai
         elif t["status"] == "running":
             ax.plot(last["epoch"], last["val_acc"], marker=">", color="tab:gray", markersize=7, alpha=0.8)
     counts = g["status"].value_counts()
-    ax.set_title(f"{pretty_pair(pair)}: {len(g)} trials, {counts.get('pruned', 0)} stopped by ASHA", fontsize=11)
+    ax.set_title(f"{pretty_pair(pair)}: {len(g)} trials, {counts.get('pruned', 0)} stopped by the scheduler", fontsize=11)
     ax.set_xlabel("search epoch")
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(alpha=0.3)
@@ -413,7 +413,7 @@ def _curve_legend() -> list[Line2D]:
     style = _CURVE_STYLE
     return [Line2D([], [], color="black", linewidth=3, label="chosen trial (its genotype is used by DFA)"),
             Line2D([], [], **style["completed"], label="completed"),
-            Line2D([], [], **style["pruned"], marker="x", markersize=8, mew=2, label="stopped by ASHA (x = last epoch)"),
+            Line2D([], [], **style["pruned"], marker="x", markersize=8, mew=2, label="stopped by the scheduler (x = last epoch)"),
             Line2D([], [], **style["errored"], marker="X", markersize=8, label="errored"),
             Line2D([], [], **style["running"], marker=">", label="still running")]
 
@@ -421,7 +421,7 @@ def _curve_legend() -> list[Line2D]:
 def plot_search_curves(trials: pd.DataFrame, epochs: pd.DataFrame, chosen: pd.DataFrame, pair: str | None = None,
                        ax: Axes | None = None) -> Figure:
     """Held-out accuracy over search epochs of every search trial, one panel per pair (with `ax`:
-    the one of `pair`); trials stopped by ASHA end in an x, errored ones in a red X, the chosen
+    the one of `pair`); trials stopped by the scheduler end in an x, errored ones in a red X, the chosen
     trial is drawn thick."""
     pairs = sorted(trials["pair"].unique()) if len(trials) else []
     chosen_of = dict(zip(chosen["pair"], chosen["trial_id"]))

@@ -227,7 +227,7 @@ def _search_reading(a: SweepAnalysis) -> list[str]:
         return []
     lines = ["**Search:**", ""]
     for _, r in a.asha.iterrows():
-        text = (f"- {r['pair']}: {r['trials']} trials, {r['pruned']} stopped by ASHA; {r['epochs_run']} of "
+        text = (f"- {r['pair']}: {r['trials']} trials, {r['pruned']} stopped by the scheduler; {r['epochs_run']} of "
                 f"{r['epochs_full']} epochs run ({pct(r['saved_fraction'])} saved).")
         if r["chosen_trial"] and r["best_at_common"]:
             if r["same_best"]:

@@ -102,7 +102,7 @@ def _overview(results: Results) -> list[str]:
                                                         ("completed", "pruned", "errored", "running")}))
     lines.append(md_table(pd.DataFrame(rows), {"stage": "stage", "trials": "trials", "datasets": "dataset",
                                                "pairs": "pairs / models", "completed": "completed",
-                                               "pruned": "pruned (ASHA)", "errored": "errored",
+                                               "pruned": "pruned (sha / asha)", "errored": "errored",
                                                "running": "running"}, {k: plain for k in
                                                                        ("trials", "datasets", "pairs", "completed",
                                                                         "pruned", "errored", "running")}))
@@ -187,7 +187,7 @@ def _search_section(a: SweepAnalysis, out: Path) -> list[str]:
                        {"trial_id": plain, "chosen_by": plain})]
     if len(a.effects):
         lines += ["### Effect of the searched options", "",
-                  "Trials stopped by ASHA have no final accuracy, so each option is related to the held-out accuracy "
+                  "Trials stopped by the scheduler (sha / asha) have no final accuracy, so each option is related to the held-out accuracy "
                   "at the *common epoch* (the last epoch every trial of the pair ran: all trials, equal training), and "
                   "to the final accuracy of the completed trials only. ρ is Spearman's rank correlation of the option "
                   "value with the accuracy (NaN with fewer than 3 trials).", "",

@@ -294,7 +294,7 @@ def test_report_of_a_real_tiny_sweep_names_every_pair_and_method(tmp_path):
     search = text.split("## Search", 1)[1]
     for t, s in PAIRS:
         assert f"| {t}->{s} | search_" in search  # the chosen trial of each pair
-    assert "1 stopped by ASHA" in text
+    assert "1 stopped by the scheduler" in text
     for path in linked_files(report):
         assert path.is_file(), path
     # the figure gallery on these real results: every plot returns a Figure with labelled axes

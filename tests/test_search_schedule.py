@@ -69,3 +69,17 @@ def test_a_warmup_comes_before_the_first_groups_share(tmp_path):
     with pytest.raises(ConfigError, match=r"search.options.warmup_epochs: a warm-up of 6 epoch\(s\) leaves none of "
                                           r"the 6 search epochs"):
         parse_spec(spec(tmp_path, options={"warmup_epochs": 6}))
+
+
+def test_a_rung_keeps_the_best_and_gives_ties_to_the_trial_created_last():
+    """The rule the README states, on the bracket the scheduler builds (trials in creation order)."""
+    from dfa_ray.tune.schedulers import SynchronousHalving
+
+    sha = SynchronousHalving(max_t=8, grace_period=2, reduction_factor=2, num_trials=4, metric="val_acc", mode="max")
+    bracket = sha._create_bracket(sha._halvings)
+    for name, acc in [("t0", 50.0), ("t1", 60.0), ("t2", 60.0), ("t3", 40.0)]:
+        bracket._live_trials[name] = {"val_acc": acc}
+    good, bad = bracket.successive_halving("val_acc", 1.0)
+    assert sorted(good) == ["t1", "t2"] and sorted(bad) == ["t0", "t3"]
+    good, bad = bracket.successive_halving("val_acc", 1.0)  # the next rung: one of the tied two
+    assert good == ["t2"]

@@ -6,8 +6,10 @@ Why not ASHA for a study that must repeat: ASHA promotes a trial as soon as it i
 reported first, i.e. on timing. Two runs of the same spec then pick different winners (seen:
 lambda 3 in one run, 10 in the other, 0.8 points apart). SHA waits at every rung until each
 trial of the bracket has reported (a trial that arrives early is paused, its checkpoint
-saved and its resources freed), then keeps the best ceil(n / eta) by the metric (ties go to
-the trial created first) and resumes them. On a big cluster ASHA keeps more GPUs busy; on a
+saved and its resources freed), then keeps the best ceil(n / eta) by the metric and resumes
+them. Ties at a rung go to the trial created *last*: Tune's bracket sorts its trials (held in
+creation order) with Python's stable sort and keeps the tail, and we keep its rule, so a rung
+is still a function of the metrics and the creation order only. On a big cluster ASHA keeps more GPUs busy; on a
 study that must give the same numbers twice, SHA is the one.
 
 Built on Tune's own synchronous HyperBand (`HyperBandScheduler` and its bracket), with one
