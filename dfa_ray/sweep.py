@@ -349,14 +349,11 @@ def transferred_genotypes(spec: SweepSpec, log: Logger) -> dict[str, dict]:
 def reference_options(spec: SweepSpec, searched: dict | None, own: dict[str, Any]) -> dict[str, Any]:
     """The options of a reference-genotype run (dfa:last, dfa:average, dfa:random): exactly
     those of the pair's searched `dfa` run (its feature weight = the search's lambda, its
-    feature kind, the spec's dfa options), so the two differ in the aggregation alone; the
+    feature kind and candidate scaling, the spec's dfa options), so the two differ in the aggregation alone; the
     reference's own spec options still win (an ablation may want to vary them on purpose)."""
-    inherited: dict[str, Any] = {}
-    searched_options = (searched or {}).get("options", {})
-    if "lam" in searched_options:
-        inherited["w_feat"] = float(searched_options["lam"])
-    if "preact" in searched_options:
-        inherited["preact"] = bool(searched_options["preact"])
+    from dfa_ray.engine.methods.dfa import options_from_search
+
+    inherited = options_from_search((searched or {}).get("options", {}))
     return {**inherited, **spec.distill.options.get("dfa", {}), **own}
 
 

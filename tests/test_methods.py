@@ -138,6 +138,43 @@ def test_dfa_takes_lambda_and_preact_from_the_search():
     assert d.config["w_feat"] == 7.0
 
 
+def test_dfa_unit_candidate_scale_divides_each_candidate_by_its_rms():
+    """candidate_scale: unit, written out: A_g = sum_j w_j T_j / sqrt(mean(T_j^2)), the mean over
+    the whole batch; it comes from the genotype's search like lambda, and a reference run
+    inherits it (sweep.reference_options)."""
+    from dfa_ray.dfa.search_net import teacher_candidates
+    from dfa_ray.sweep import reference_options
+    from dfa_ray.spec import parse_spec
+
+    t, s = tiny_teacher(), tiny_student()
+    pairing = pair_groups(t, s, 8)
+    g = reference_genotype("average", pairing, "t", "s", "cifar100")
+    g = dataclasses.replace(g, options={"lam": 2.0, "preact": True, "candidate_scale": "unit"})
+    d = build_distiller("dfa", t, s, {}, genotype=g, image_size=8).eval()
+    assert d.config["candidate_scale"] == "unit" and d.config["w_feat"] == 2.0
+    x, y = batch(n=4, size=8)
+    _, losses = d.forward_train(x, y)
+    _, sf = d.student.forward_groups(x, preact=True)
+    _, tf = d.teacher.forward_groups(x, preact=True)
+    expected = 0.0
+    for gi in range(3):
+        cands = tf[gi]
+        target = sum(c / torch.sqrt((c ** 2).mean()) for c in cands) / len(cands)
+        expected += feature_l2(d.connectors[gi](sf[gi][-1]), target).item()
+    assert losses["loss_feat"].item() == pytest.approx(2.0 * expected, rel=1e-5)
+    plain = build_distiller("dfa", t, s, {"candidate_scale": "none"}, genotype=g, image_size=8).eval()
+    assert plain.forward_train(x, y)[1]["loss_feat"].item() != pytest.approx(losses["loss_feat"].item(), rel=1e-3)
+    # the search's candidates: every one of unit second moment (same-size pairs: no resize)
+    for stacked in teacher_candidates(t, s, pairing, x, True, "unit"):
+        for c in stacked:
+            assert (c ** 2).mean().item() == pytest.approx(1.0, rel=1e-5)
+    spec = parse_spec({"name": "r", "pairs": [{"teacher": "resnet14", "student": "resnet8"}]})
+    assert reference_options(spec, g.to_dict(), {}) == {"w_feat": 2.0, "preact": True, "candidate_scale": "unit"}
+    with pytest.raises(ConfigError, match="candidate_scale='rms' is invalid; allowed: none \\| unit"):
+        from dfa_ray.dfa.options import SearchOptions
+        SearchOptions(candidate_scale="rms")
+
+
 def test_option_errors():
     t, s = tiny_teacher(), tiny_student()
     with pytest.raises(ConfigError, match=r"unknown option\(s\) tau for method kd; valid options: w_ce, w_kl, temperature$"):

@@ -21,6 +21,7 @@ SCHEDULES = ("groupwise", "joint")
 OBJECTIVES = ("bridge", "student")
 ORDERS = (1, 2)
 HVPS = ("exact", "finite_difference")
+CANDIDATE_SCALES = ("none", "unit")
 _TOPK = re.compile(r"^topk:(\d+)$")
 
 # lambda of L_train (and the default w_feat of the `dfa` distiller). Why 10: the feature
@@ -68,6 +69,9 @@ class SearchOptions:
     # init): an untrained student's L_TS is at chance and carries no signal (docs/method.md)
     warmup_epochs: int = 0
     preact: bool = True  # pre-activation features where the model has them
+    # none | unit: every candidate divided by its RMS over the batch before mixing, so that
+    # L_ST cannot prefer a candidate for its small scale (docs/method.md)
+    candidate_scale: str = "none"
     arch_fraction: float = 0.5  # share of the training set used as the architecture split
     derive: str = "softmax"  # softmax | argmax | topk:K
 
@@ -131,6 +135,8 @@ class SearchOptions:
             raise bad("schedule", " | ".join(SCHEDULES))
         if not isinstance(self.preact, bool):
             raise bad("preact", "true | false")
+        if self.candidate_scale not in CANDIDATE_SCALES:
+            raise bad("candidate_scale", " | ".join(CANDIDATE_SCALES))
         if not 0 < number("arch_fraction") < 1:
             raise bad("arch_fraction", "a number strictly between 0 and 1")
         parse_derive(self.derive)

@@ -47,11 +47,24 @@ class SearchBatch(NamedTuple):
     cands: list[torch.Tensor]
 
 
+def unit_scale(candidate: torch.Tensor) -> torch.Tensor:
+    """`candidate` divided by its root mean square over the whole batch (one scalar per
+    candidate and batch), so every candidate of a group has second moment 1."""
+    return candidate / candidate.detach().pow(2).mean().sqrt().clamp_min(1e-12)
+
+
+def scaled_candidates(candidates: list[torch.Tensor], mode: str) -> list[torch.Tensor]:
+    """The candidates as option `candidate_scale` says: as they are (`none`) or `unit`."""
+    return [unit_scale(c) for c in candidates] if mode == "unit" else list(candidates)
+
+
 def teacher_candidates(
-    teacher: nn.Module, student: nn.Module, pairing: GroupPairing, x: torch.Tensor, preact: bool
+    teacher: nn.Module, student: nn.Module, pairing: GroupPairing, x: torch.Tensor, preact: bool,
+    candidate_scale: str = "none",
 ) -> list[torch.Tensor]:
-    """Every block output of each paired teacher group, stacked and resized to the student's
-    map size. Runs the teacher without grad; the caller keeps it in eval mode."""
+    """Every block output of each paired teacher group (scaled as `candidate_scale` says),
+    stacked and resized to the student's map size. Runs the teacher without grad; the caller
+    keeps it in eval mode."""
     with torch.no_grad():
         _, feats = teacher.forward_groups(x, preact=preact)
         h, w = x.shape[-2:]
@@ -59,7 +72,7 @@ def teacher_candidates(
         for p in pairing:
             stride = student.group_info[p.student_group].stride
             size = (spatial_size(h, stride), spatial_size(w, stride))
-            st = torch.stack(feats[p.teacher_group])
+            st = torch.stack(scaled_candidates(feats[p.teacher_group], candidate_scale))
             if tuple(st.shape[-2:]) != size:
                 n, b = st.shape[:2]
                 st = resize_to(st.flatten(0, 1), size).unflatten(0, (n, b))
@@ -145,7 +158,8 @@ class SearchNet(nn.Module):
         """Run the frozen teacher once for this batch."""
         self.teacher.eval()
         return SearchBatch(
-            x, y, teacher_candidates(self.teacher, self.student, self.pairing, x, self.options.preact)
+            x, y, teacher_candidates(self.teacher, self.student, self.pairing, x, self.options.preact,
+                                     self.options.candidate_scale)
         )
 
     # -- loss pieces ----------------------------------------------------------------------

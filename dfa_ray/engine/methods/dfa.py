@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from dfa_ray.dfa.genotype import Genotype
 from dfa_ray.dfa.options import DEFAULT_LAMBDA
 from dfa_ray.dfa.pairing import spatial_size
+from dfa_ray.dfa.search_net import scaled_candidates
 from dfa_ray.engine.methods.base import FeatureOptions, Distiller, option, register_method
 from dfa_ray.losses import Connector, feature_l2, resize_to, stage_weights
 
@@ -20,14 +22,30 @@ class DFAOptions(FeatureOptions):
     preact: bool = option(True, "distil pre-activation features (default: as the genotype's search did)")
     stage_weights: Literal["uniform", "halving"] = option(
         "uniform", "per-group weights c_g: all 1 (uniform) or 2^-(G-g) (halving)")
+    candidate_scale: Literal["none", "unit"] = option(
+        "none", "teacher candidates as they are, or each divided by its RMS over the batch (unit); default: as the "
+        "genotype's search did")
+
+
+def options_from_search(search_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The dfa options a genotype's search fixes: its lambda as the feature weight, its
+    feature kind and its candidate scaling (docs/method.md: stage 2 starts from the search's)."""
+    out: dict[str, Any] = {}
+    if "lam" in search_options:
+        out["w_feat"] = float(search_options["lam"])
+    if "preact" in search_options:
+        out["preact"] = bool(search_options["preact"])
+    if "candidate_scale" in search_options:
+        out["candidate_scale"] = str(search_options["candidate_scale"])
+    return out
 
 
 @register_method
 class DFA(Distiller):
     """DFA stage 2 (Guan et al., ECCV 2020): sum_g c_g ||F_s^g(S_g) - A_g||^2 with the
     aggregation weights of a genotype held fixed (constants). Defaults w_ce 1, w_kl 0,
-    w_feat = the lambda the genotype's search used (else `DEFAULT_LAMBDA`), `preact` as the
-    search did (else true), `stage_weights` uniform | halving."""
+    w_feat = the lambda the genotype's search used (else `DEFAULT_LAMBDA`), `preact` and
+    `candidate_scale` as the search did (else true, none), `stage_weights` uniform | halving."""
 
     name = "dfa"
     paper = "Guan et al., Differentiable Feature Aggregation Search for Knowledge Distillation, ECCV 2020"
@@ -37,15 +55,7 @@ class DFA(Distiller):
 
     @classmethod
     def default_overrides(cls, genotype: Genotype | None) -> dict[str, Any]:
-        # stage 2 starts from the search's own lambda and feature kind (docs/method.md)
-        if genotype is None:
-            return {}
-        out: dict[str, Any] = {}
-        if "lam" in genotype.options:
-            out["w_feat"] = float(genotype.options["lam"])
-        if "preact" in genotype.options:
-            out["preact"] = bool(genotype.options["preact"])
-        return out
+        return {} if genotype is None else options_from_search(genotype.options)
 
     def __init__(self, student, teacher, options, context) -> None:
         super().__init__(student, teacher, options, context)
@@ -63,7 +73,7 @@ class DFA(Distiller):
         out = []
         for i, p in enumerate(self.pairing):
             weights = self.agg_weights[i]
-            cands = t_feats[p.teacher_group]
+            cands = scaled_candidates(t_feats[p.teacher_group], self.options.candidate_scale)
             a = sum(wj * c for wj, c in zip(weights, cands) if wj != 0)
             stride = self.student.group_info[p.student_group].stride
             out.append(resize_to(a, (spatial_size(h, stride), spatial_size(w, stride))))
@@ -84,7 +94,8 @@ class DFA(Distiller):
         for i, p in enumerate(self.pairing):
             fs = s.features[p.student_group][-1]
             # A_g at the student map's own size (what `aggregates` computes from the input size)
-            a = sum(wj * c for wj, c in zip(self.agg_weights[i], t.features[p.teacher_group]) if wj != 0)
+            cands = scaled_candidates(t.features[p.teacher_group], self.options.candidate_scale)
+            a = sum(wj * c for wj, c in zip(self.agg_weights[i], cands) if wj != 0)
             target = resize_to(a, tuple(fs.shape[-2:]))
             total = total + self.stage_weights[i] * feature_l2(self.connectors[i](fs), target)
         return {"loss_feat": self.options.w_feat * total}
