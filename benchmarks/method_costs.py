@@ -47,7 +47,7 @@ def method_run(method: str, tname: str, sname: str, args, device: torch.device, 
     # random images are large enough for FT's paraphraser to diverge in 4 steps at lr 0.01: a
     # tiny lr keeps every method finite for as many rounds as asked
     recipe = get_recipe("crd", {"epochs": 100_000, "batch_size": args.batch_size, "holdout_fraction": 0.0,
-                                "lr": TINY_LR})
+                                "lr": TINY_LR, "small_model_lr": TINY_LR})
     teacher = freeze(create_model(tname, num_classes=NUM_CLASSES)).to(device)
     options: dict = {}
     if method.startswith("crd"):

@@ -768,18 +768,24 @@ def _largest_warmup(search: "SearchSpec") -> int:
     return search.options.get("warmup_epochs", 0)
 
 
+def _schedules(search: "SearchSpec") -> set[str]:
+    """The search schedules (groupwise, joint) the trials of this search can have."""
+    if "schedule" in search.space:
+        return set(search.space["schedule"].endpoints())
+    return {search.options.get("schedule", "groupwise")}
+
+
 def _first_group_done(spec: "SweepSpec") -> float | None:
-    """Epochs after which every pair's groupwise search has finished its first group (None
-    when no trial searches groupwise)."""
+    """Epochs after which every pair's groupwise search has finished its first group; for a
+    joint search, the first epoch that moves beta after a warm-up (None without a warm-up)."""
     s = spec.search
-    schedules = {s.options.get("schedule", "groupwise")}
-    if "schedule" in s.space:
-        schedules = set(s.space["schedule"].endpoints())
-    if "groupwise" not in schedules:
-        return None
-    # the pair with the fewest groups gives each group the most epochs: its first group ends
-    # last; a warm-up (the largest the space allows) comes before any group is searched
+    schedules = _schedules(s)
+    # a warm-up (the largest the space allows) comes before any group is searched
     warmup = _largest_warmup(s)
+    if "groupwise" not in schedules:
+        # joint: every group moves from the first epoch after the warm-up
+        return float(warmup + 1) if warmup > 0 else None
+    # the pair with the fewest groups gives each group the most epochs: its first group ends last
     return warmup + (s.epochs - warmup) / min(_student_groups(p.student) for p in spec.pairs)
 
 
@@ -800,8 +806,13 @@ def _early_rung_problem(spec: "SweepSpec") -> str | None:
     first_group_done = _first_group_done(spec)
     if first_group_done is None or s.scheduler.grace_period >= first_group_done:
         return None
-    groups = min(_student_groups(p.student) for p in spec.pairs)
     warmup = _largest_warmup(s)
+    if "groupwise" not in _schedules(s):
+        return (f"the first rung ({s.scheduler.grace_period} epoch(s)) comes before beta has been searched for an "
+                f"epoch ({warmup:g} warm-up epoch(s) + 1): pruning would compare trials on lambda alone; set "
+                f"grace_period >= {math.ceil(first_group_done)}, or search.scheduler.early_rungs: true if that is "
+                f"what you want")
+    groups = min(_student_groups(p.student) for p in spec.pairs)
     share = f"{s.epochs} epochs / {groups} groups" if warmup == 0 else \
         f"{warmup:g} warm-up + {s.epochs - warmup:g} epochs / {groups} groups"
     return (f"the first rung ({s.scheduler.grace_period} epoch(s)) comes before the first group's search is over "

@@ -3,9 +3,10 @@ to measure whether the selection of the best search trial picks the aggregation 
 best (README, real-data study).
 
 For each pair and each completed search trial, the trial's genotype is distilled with `dfa`
-under the sweep's own distillation recipe, data options, teacher and seeds, through the same
-engine as the sweep (`dfa-ray distill`), so the best trial's rows reproduce the sweep's `dfa`
-rows. Prints one line per run and a table: per search trial its search settings, held-out
+under the sweep's own distillation recipe (every field its rows record), data options,
+teacher, seeds and `distill.options.dfa`, through `dfa-ray distill`, so the best trial's rows
+reproduce the sweep's `dfa` rows (within float rounding: `dfa-ray distill` uses torch's
+default thread count, a sweep trial its CPU count). Prints one line per run and a table: per search trial its search settings, held-out
 accuracy at the end of the search, alpha, and the distilled test accuracy (last epoch) as
 mean +- std over the seeds.
 
@@ -26,11 +27,24 @@ from dfa_ray.results import load
 
 
 def _recipe_flags(config: dict) -> list[str]:
-    """--recipe / --epochs / --set for the fields a distill trial's config records."""
+    """--recipe / --epochs / --set for every recipe field a distill trial's config records
+    (values as JSON, which the command line reads as YAML)."""
     flags = ["--recipe", config["recipe.name"], "--epochs", str(config["recipe.epochs"])]
-    for key in ("batch_size", "lr", "weight_decay", "holdout_fraction", "split_seed"):
-        flags += ["--set", f"{key}={config[f'recipe.{key}']}"]
+    for key, value in sorted(config.items()):
+        field = key.split(".", 1)[1] if key.startswith("recipe.") else None
+        if field is not None and field not in ("name", "epochs"):
+            flags += ["--set", f"{field}={json.dumps(value)}"]
     return flags
+
+
+def _dfa_option_flags(sweep: Path) -> list[str]:
+    """--opt for the spec's `distill.options.dfa` (not the rows' resolved options: those hold the
+    chosen trial's lambda, and each genotype brings its own)."""
+    spec_path = sweep / "spec.json"
+    if not spec_path.exists():
+        return []
+    options = ((json.loads(spec_path.read_text()).get("distill") or {}).get("options") or {}).get("dfa") or {}
+    return [flag for key, value in sorted(options.items()) for flag in ("--opt", f"{key}={json.dumps(value)}")]
 
 
 def _data_flags(config: dict) -> list[str]:
@@ -55,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     epochs, trials = load(args.sweep)
     out = args.out or args.sweep / "search_trials_distilled"
     search = trials[(trials.stage == "search") & (trials.status == "completed")]
-    source = trials if args.recipe_from is None else load(args.recipe_from)[1]
+    source_dir = args.recipe_from or args.sweep
+    source = load(source_dir)[1]
+    dfa_flags = _dfa_option_flags(source_dir)
     distill = source[(source.stage == "distill") & (source.method == "dfa")]
     table = []
     for pair, group in search.groupby("pair"):
@@ -79,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not done:
                     code = cli(["distill", "--teacher", config["teacher_path"], "--student", config["student"],
                                 "--method", "dfa", "--genotype", str(folder / "genotype.json"),
-                                *_data_flags(config), *_recipe_flags(config), "--seed", str(seed), "--quiet",
+                                *dfa_flags, *_data_flags(config), *_recipe_flags(config), "--seed", str(seed),
+                                "--quiet",
                                 "--out", str(run)])
                     if code != 0:
                         return code

@@ -14,6 +14,7 @@ import pytest
 
 from dfa_ray.cli import main as cli  # noqa: E402
 from dfa_ray.dfa import pair_groups, reference_genotype
+from dfa_ray.engine.recipes import get_recipe
 from dfa_ray.models import create_model
 from dfa_ray.results import ResultsWriter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `experiments` is a folder of the repository
@@ -38,9 +39,10 @@ def _fake_sweep(tmp_path, teacher_dir, teacher):
         writer.write_epoch({**common, "epoch": 3, "val_acc": 50.0 + gamma})
         writer.write_trial({**common, "status": "completed", "epochs_run": 3, "epochs_planned": 3,
                             "genotype": json.dumps(g.to_dict())})
+    recipe = get_recipe("quick", {"epochs": 3, "batch_size": 64, "momentum": 0.8}).to_dict()
     config = {"teacher_path": str(teacher_dir), "student": "resnet8", "data_spec.name": "digits",
-              "recipe.name": "quick", "recipe.epochs": 3, "recipe.batch_size": 64, "recipe.lr": 0.05,
-              "recipe.weight_decay": 0.0005, "recipe.holdout_fraction": 0.1, "recipe.split_seed": 0}
+              **{f"recipe.{k}": v for k, v in recipe.items()}}
+    (sweep / "spec.json").write_text(json.dumps({"distill": {"options": {"dfa": {"stage_weights": "halving"}}}}))
     for seed in (0, 1):
         writer.write_trial({"stage": "distill", "trial_id": f"d_{seed}", "method": "dfa", "seed": seed,
                             "config": config, "status": "completed", "epochs_run": 3, "epochs_planned": 3})
@@ -58,7 +60,7 @@ def test_every_search_trial_is_distilled_as_the_cli_would(digits_teacher, tmp_pa
     path.write_text(json.dumps(genotypes["a_00001"].to_dict()))
     assert cli(["distill", "--teacher", str(teacher_dir), "--student", "resnet8", "--method", "dfa",
                 "--genotype", str(path), "--data", "digits", "--recipe", "quick", "--epochs", "3",
-                "--set", "batch_size=64", "--seed", "1", "--quiet", "--out", str(tmp_path / "by_hand")]) == 0
+                "--set", "batch_size=64", "--set", "momentum=0.8", "--opt", "stage_weights=halving", "--seed", "1", "--quiet", "--out", str(tmp_path / "by_hand")]) == 0
     by_hand = json.loads((tmp_path / "by_hand" / "metrics.json").read_text())
     assert by_hand["options"]["w_feat"] == 2.0  # lambda from the genotype, as in the sweep
     row = next(line for line in table if "a_00001" in line).split()
@@ -66,6 +68,8 @@ def test_every_search_trial_is_distilled_as_the_cli_would(digits_teacher, tmp_pa
     probed = json.loads((sweep / "search_trials_distilled" / "resnet20-to-resnet8" / "a_00001" / "seed1"
                          / "metrics.json").read_text())
     assert probed["final"]["test_acc_last"] == by_hand["final"]["test_acc_last"] > 30.0  # the same run; it learned
+    assert probed["options"] == by_hand["options"] and probed["options"]["stage_weights"] == "halving"
+    assert probed["recipe"] == by_hand["recipe"] and probed["recipe"]["momentum"] == 0.8
     assert float(row[5]) == pytest.approx(by_hand["final"]["test_acc_last"], abs=0.005)
     assert row[6:8] == ["+-", "nan"]  # one seed: no spread
     assert " ".join(row[8:]) == "0.33 0.33 0.33 | 0.33 0.33 0.33 | 0.33 0.33 0.33"  # average: resnet20's 3 blocks

@@ -56,6 +56,16 @@ def test_search_warmup_trains_the_weights_only_then_searches_every_group(digits,
     assert warm["alphas"] == start
     assert any(not torch.equal(a, b) for a, b in zip(weights, run.net.student.parameters()))
     assert math.isfinite(warm["l_ts"]) and math.isfinite(warm["l_st"]) and warm["loss_ts_connector"] > 0
+    # measuring the upper loss on the architecture batch leaves the student's BN statistics to
+    # the weight steps, as the architect's step does: the same count as an epoch without warm-up
+    plain = SearchRun(teacher, "resnet20", "resnet8", digits, SearchOptions(batch_size=64, arch_lr=0.05), epochs=4,
+                      seed=0, device="cpu")
+    plain.step()
+
+    def tracked(r):
+        return [int(b) for n, b in r.net.student.named_buffers() if n.endswith("num_batches_tracked")]
+
+    assert tracked(run) == tracked(plain) and tracked(run)[0] > 0
     history = [warm] + [run.step() for _ in range(3)]
     # the three epochs after the warm-up are shared by the three groups, in order
     assert [h["active_groups"] for h in history] == [[0], [0], [1], [2]]

@@ -83,3 +83,12 @@ def test_a_rung_keeps_the_best_and_gives_ties_to_the_trial_created_last():
     assert sorted(good) == ["t1", "t2"] and sorted(bad) == ["t0", "t3"]
     good, bad = bracket.successive_halving("val_acc", 1.0)  # the next rung: one of the tied two
     assert good == ["t2"]
+
+
+def test_a_joint_search_with_a_warmup_is_not_pruned_before_beta_moves(tmp_path):
+    options = {"schedule": "joint", "warmup_epochs": 4}
+    assert first_rung(parse_spec(spec(tmp_path, options=options))) == 5
+    with pytest.raises(ConfigError, match=r"the first rung \(2 epoch\(s\)\) comes before beta has been searched for "
+                                          r"an epoch \(4 warm-up epoch\(s\) \+ 1\).*set grace_period >= 5"):
+        parse_spec(spec(tmp_path, options=options, scheduler={"grace_period": 2}))
+    assert first_rung(parse_spec(spec(tmp_path, options={"schedule": "joint"}))) == 1  # no warm-up: as before

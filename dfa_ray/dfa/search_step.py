@@ -97,9 +97,11 @@ def search_step(
 
     if arch_step:
         metrics = dict(architect.step(wb, ab, weight_optimizer, lr, active_groups))
-    else:  # a warm-up step: beta stays; the upper loss is only measured
+    else:  # a warm-up step: beta stays; the upper loss is only measured, on copies of the BN
+        # buffers as in the architect's step (the architecture split must not feed the
+        # running statistics its held-out accuracy is measured with)
         with torch.no_grad():
-            _, metrics = net.upper_loss(ab, active_groups)
+            _, metrics = net.call("upper_loss", ab, active_groups)
 
     weight_optimizer.zero_grad(set_to_none=True)
     loss, m = net.weight_loss(wb)
