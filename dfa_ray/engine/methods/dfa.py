@@ -67,16 +67,19 @@ class DFA(Distiller):
         self.agg_weights = [list(g.weights) for g in genotype.groups]
         self.stage_weights = stage_weights(len(self.pairing), options.stage_weights)
 
+    def _mix(self, i: int, t_feats: list[list[torch.Tensor]]) -> torch.Tensor:
+        """A_g of pair i at the teacher's map size: the genotype's weights over the (scaled)
+        candidates; candidates with weight 0 are skipped."""
+        cands = scaled_candidates(t_feats[self.pairing[i].teacher_group], self.options.candidate_scale)
+        return sum(wj * c for wj, c in zip(self.agg_weights[i], cands) if wj != 0)
+
     def aggregates(self, t_feats: list[list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
-        """A_g at the student's size; candidates with weight 0 are skipped."""
+        """A_g at the student's size."""
         h, w = x.shape[-2:]
         out = []
         for i, p in enumerate(self.pairing):
-            weights = self.agg_weights[i]
-            cands = scaled_candidates(t_feats[p.teacher_group], self.options.candidate_scale)
-            a = sum(wj * c for wj, c in zip(weights, cands) if wj != 0)
             stride = self.student.group_info[p.student_group].stride
-            out.append(resize_to(a, (spatial_size(h, stride), spatial_size(w, stride))))
+            out.append(resize_to(self._mix(i, t_feats), (spatial_size(h, stride), spatial_size(w, stride))))
         return out
 
     def feature_loss(self, s_feats: list[list[torch.Tensor]], t_feats: list[list[torch.Tensor]],
@@ -94,8 +97,6 @@ class DFA(Distiller):
         for i, p in enumerate(self.pairing):
             fs = s.features[p.student_group][-1]
             # A_g at the student map's own size (what `aggregates` computes from the input size)
-            cands = scaled_candidates(t.features[p.teacher_group], self.options.candidate_scale)
-            a = sum(wj * c for wj, c in zip(self.agg_weights[i], cands) if wj != 0)
-            target = resize_to(a, tuple(fs.shape[-2:]))
+            target = resize_to(self._mix(i, t.features), tuple(fs.shape[-2:]))
             total = total + self.stage_weights[i] * feature_l2(self.connectors[i](fs), target)
         return {"loss_feat": self.options.w_feat * total}
