@@ -275,7 +275,7 @@ def _sha256(path: Path) -> str:
 
 
 def store_folder(storage: str | os.PathLike[str], model: str, dataset: str, sha256: str) -> Path:
-    from dfa_ray.spec import safe_name
+    from dfa_ray.names import safe_name
 
     return Path(storage).absolute() / "teachers" / f"{safe_name(model)}-{safe_name(dataset)}-{IMPORTED_TAG}-{sha256[:12]}"
 
@@ -367,7 +367,7 @@ def import_teacher(checkpoint: str | os.PathLike[str], fmt: str, model: str, dat
 # -- the teacher store: which imported teacher a sweep uses --------------------------------------
 def imported_in_store(store: Path, model: str, dataset: str) -> list[Path]:
     """The imported teachers of `model` on `dataset` in a teacher store, oldest name first."""
-    from dfa_ray.spec import safe_name
+    from dfa_ray.names import safe_name
 
     pattern = f"{safe_name(model)}-{safe_name(dataset)}-{IMPORTED_TAG}-*"
     return sorted(p for p in store.glob(pattern) if (p / "checkpoint.pt").is_file())

@@ -295,12 +295,12 @@ class ResultsWriter:
         self.trials_dir.mkdir(parents=True, exist_ok=True)
 
     def epoch_path(self, stage: str, trial_id: str, epoch: int) -> Path:
-        from dfa_ray.spec import safe_name  # here, not at the top: reading results (the analysis) needs no spec
+        from dfa_ray.names import safe_name
 
         return self.epochs_dir / f"{safe_name(stage)}__{safe_name(trial_id)}__{int(epoch):05d}.parquet"
 
     def trial_path(self, stage: str, trial_id: str) -> Path:
-        from dfa_ray.spec import safe_name
+        from dfa_ray.names import safe_name
 
         return self.trials_dir / f"{safe_name(stage)}__{safe_name(trial_id)}.parquet"
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import math
 import os
 import re
@@ -45,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dfa_ray.errors import ConfigError
+from dfa_ray.names import safe_name  # noqa: F401  (re-exported: callers import it from here)
 
 # --- limits: anything beyond them is a typo or a hostile file, not a study ----------------
 MAX_EPOCHS = 100_000
@@ -67,7 +67,6 @@ _OPTION_FIELD = re.compile(r"search option (\w+)=")
 _METHOD_OPTION = re.compile(r"option (\w+)=|unknown option\(s\) (\w+)")
 _RECIPE_FIELD = re.compile(r"recipe field '([^']+)'|recipe '[^']*': (\w+) = ")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_:+-]+$")
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9_.=+-]+")
 
 
 # --- lazy registry look-ups (the registries import torch) ---------------------------------
@@ -129,24 +128,6 @@ def allowed_methods() -> list[str]:
     names = _method_names()
     refs = [f"dfa:{g}" for g in _reference_kinds()] if "dfa" in names else []
     return names + refs
-
-
-# --- path safety ----------------------------------------------------------------------------
-def safe_name(text: str) -> str:
-    """A file-name component derived from user text (a pair, a trial id) that stays in its folder.
-
-    Characters outside `A-Za-z0-9_.=+-` become `_` and leading dots are dropped, so no result is
-    `..`, contains `/` or is hidden. The pair arrow `->` reads as `-to-`. When anything else had
-    to change, 8 hex digits of the original's SHA-1 are appended so that two different inputs
-    (`a/b`, `a_b`) never share a folder. Deterministic: a resumed sweep finds the same paths.
-    """
-    text = str(text)
-    readable = text.replace("->", "-to-")
-    cleaned = _SAFE_CHARS.sub("_", readable).lstrip(".")
-    if cleaned != readable or not cleaned or len(cleaned) > 96:
-        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        cleaned = f"{cleaned[:96]}-{digest}" if cleaned else f"_{digest}"
-    return cleaned
 
 
 # --- problems found by cross-field checks, reported with their own sub-paths ---------------
