@@ -91,10 +91,11 @@ def test_three_stages_concatenate(tmp_path):
     writer = ResultsWriter(tmp_path / "sweep")
     write_three_stages(writer)
     folder = tmp_path / "sweep" / "results" / "epochs"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "distill__d_00000__00001.parquet", "distill__d_00000__00002.parquet",
-        "search__s_00000__00001.parquet", "search__s_00000__00002.parquet",
-        "teacher__t_00000__00001.parquet", "teacher__t_00000__00002.parquet",
+    # one file per (trial, epoch) while the trials run, under their stage
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "distill/running/distill__d_00000__00001.parquet", "distill/running/distill__d_00000__00002.parquet",
+        "search/running/search__s_00000__00001.parquet", "search/running/search__s_00000__00002.parquet",
+        "teacher/running/teacher__t_00000__00001.parquet", "teacher/running/teacher__t_00000__00002.parquet",
     ]
     raw = pd.read_parquet(folder)
     epochs, trials = load(tmp_path / "sweep")
@@ -217,14 +218,18 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(results_mod.pq, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
-        writer.write_epoch({**common("teacher", "t_1"), "epoch": 1})
-    assert list(writer.epochs_dir.iterdir()) == []
+        writer.write_epoch({**common("teacher", "t_1"), "epoch": 1, "options": {"lam": 1.0}})
+    assert [p for p in writer.results_dir.rglob("*") if p.is_file()] == []
 
 
 def test_trial_ids_cannot_escape_the_results_folder(tmp_path):
     writer = ResultsWriter(tmp_path / "sweep")
     path = writer.write_epoch({**common("distill", "../../../evil"), "epoch": 1})
-    assert path.parent == writer.epochs_dir
+    assert path.parent == writer.epochs_dir / "distill" / "running"
+    writer.write_trial({**common("distill", "../../../evil"), "status": "completed", "epochs_run": 1,
+                        "epochs_planned": 1})
+    compacted = writer.compact_trial("distill", "../../../evil")
+    assert compacted is not None and compacted.parent == writer.epochs_dir / "distill"
     assert not (tmp_path / "evil").exists()
     assert load(tmp_path / "sweep")[0].trial_id.tolist() == ["../../../evil"]
 
@@ -326,10 +331,11 @@ def test_docs_table_equals_the_schemas():
     assert common_rows + trial_rows == _schema_rows(TRIAL_SCHEMA)
 
 
-def test_results_imports_neither_torch_nor_ray():
+@pytest.mark.parametrize("module", ["dfa_ray.results", "dfa_ray_analysis.report", "dfa_ray_analysis"])
+def test_reading_results_imports_neither_torch_ray_pydantic_nor_the_spec(module):
     code = (
-        "import sys, dfa_ray.results as r; "
-        "bad = [m for m in ('torch', 'ray') if m in sys.modules]; "
+        f"import sys, {module}; "
+        "bad = [m for m in ('torch', 'ray', 'pydantic', 'dfa_ray.spec') if m in sys.modules]; "
         "assert not bad, bad; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

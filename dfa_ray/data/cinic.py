@@ -4,7 +4,7 @@ Layout (the extracted CINIC-10.tar.gz): root/{train,valid,test}/<class>/*.png, 1
 90,000 32x32 images per split. Decoding 270,000 PNGs takes minutes, so the first load writes
 `root/.dfa_ray_cache.npz` (uint8 images and int64 labels per split, plus the file count and a
 digest of the file names per split) and later loads read that instead. The cache is written
-to a temporary file and renamed into place (os.replace), so an interrupted conversion never
+to a temporary file and renamed into place (dfa_ray.atomic), so an interrupted conversion never
 leaves a half-written cache; a folder whose files changed is converted again.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -164,27 +163,16 @@ class Cinic10Source:
 
     @staticmethod
     def _write_cache(path: str, arrays: dict, meta: dict) -> None:
-        folder = os.path.dirname(path)
+        from dfa_ray.atomic import atomic_write
+
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".dfa_ray_cache.", suffix=".tmp", dir=folder)
+            atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays))
         except OSError as exc:
+            # Not fatal: the data is in memory already; only the next load is slower.
             warnings.warn(
-                f"cannot write the CINIC-10 cache in {folder} ({exc}): every load will decode the "
+                f"cannot write the CINIC-10 cache {path} ({exc}): every load will decode the "
                 "PNGs again; make the folder writable or copy the dataset to a writable place"
             )
-            return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if not isinstance(exc, OSError):
-                raise
-            warnings.warn(f"could not write the CINIC-10 cache {path} ({exc}); the data is loaded anyway")
 
 
 DATASETS.register("cinic10")(Cinic10Source())

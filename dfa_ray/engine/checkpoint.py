@@ -1,54 +1,29 @@
 """Atomic, safe checkpoint files and the RNG state that bit-for-bit resume needs.
 
 Checkpoints are written to a temporary file in the same folder and renamed over the target
-(`os.replace` is atomic on POSIX), so a crash mid-write leaves the previous checkpoint whole.
+(`dfa_ray.atomic`), so a crash mid-write leaves the previous checkpoint whole.
 They are read with `torch.load(weights_only=True)`: a checkpoint holds only tensors and plain
 Python values, so loading one cannot execute code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+# The one atomic-write helper of the package; re-exported here, where callers have always found it.
+from dfa_ray.atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: F401
 from dfa_ray.errors import CheckpointError
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the target's folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write `state` (tensors and plain values only) atomically."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -3,19 +3,23 @@
 They run in the driver as results arrive, so rows are written even for trials that are
 later pruned or crash, and the results folder is complete up to the last reported epoch
 whatever happens to the workers. Writes are idempotent on (stage, trial_id, epoch), so a
-resumed sweep that replays an epoch replaces its row instead of duplicating it.
+resumed sweep that replays an epoch replaces its row instead of duplicating it. When a trial
+ends (completed, pruned, errored, or stopped by a non-finite loss) its epoch files are compacted
+into one (`ResultsWriter.compact_trial`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow as pa
 from ray import tune
 
-from dfa_ray.results import ResultsWriter, flatten_config, runtime_versions
+from dfa_ray.results import ResultsFileWarning, ResultsWriter, flatten_config, runtime_versions, scalar_options
 from dfa_ray.tune.trainables import effective_config
 
 # Keys of a step result that are not metrics (Tune's bookkeeping and our annotations).
@@ -34,7 +38,9 @@ _FINAL_KEYS = ("test_acc_last", "test_acc_best", "best_epoch", "best_val_acc")
 def trial_identity(config: dict[str, Any], result: dict[str, Any] | None = None) -> dict[str, Any]:
     """The columns every row carries, from a trial's config. A distill trial's step result
     carries the method's resolved options (`method_options`): they replace the spec's
-    overrides in the row's config, so every row says which variant ran."""
+    overrides in the row's config, so every row says which variant ran. `options` are the
+    trial's scalar options, written as `opt.<name>` columns: a search trial's search options
+    (fixed and sampled), a distill trial's method options."""
     config = effective_config(config)
     if result and isinstance(result.get("method_options"), dict):
         config = {**config, "method_options": result["method_options"]}
@@ -48,7 +54,18 @@ def trial_identity(config: dict[str, Any], result: dict[str, Any] | None = None)
             method = f"{method}:{config['genotype']}"  # a reference genotype, e.g. dfa:last
     return {"sweep": config["sweep"], "stage": stage, "pair": pair, "teacher": teacher, "student": student,
             "dataset": config["dataset"], "method": method, "seed": int(config["seed"]),
-            "config": flatten_config(_without_bulk(config))}
+            "config": flatten_config(_without_bulk(config)), "options": _trial_options(config)}
+
+
+def _trial_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The options a trial's `opt.<name>` columns show (scalars only; the rest is in config)."""
+    if config["stage"] == "search":
+        options = config.get("options")
+    elif config["stage"] == "distill":
+        options = config.get("method_options")
+    else:
+        options = None  # a teacher has a recipe, no options
+    return scalar_options(options) if isinstance(options, dict) else {}
 
 
 def _without_bulk(config: dict[str, Any]) -> dict[str, Any]:
@@ -67,14 +84,14 @@ def epoch_row(ident: dict[str, Any], trial_id: str, epoch: int, result: dict) ->
 
 
 def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
-    """Rewrite epoch rows whose Parquet file is missing or unreadable (a crash mid-write, a
-    truncated file) from Tune's own per-trial log (`result.json`); returns how many.
+    """Rewrite epoch rows that no readable file holds (a crash mid-write, a truncated file)
+    from Tune's own per-trial log (`result.json`); returns how many. Then compact every
+    finished trial of the grid, so a trial whose compaction a crash interrupted (or whose rows
+    were just rewritten) ends as one file too.
 
     Called after every experiment, so a resumed sweep heals its results store even for trials
     that finished long ago and are not run again.
     """
-    import pyarrow.parquet as pq
-
     writer = ResultsWriter(sweep_dir)
     restored = 0
     for result in grid:
@@ -88,20 +105,34 @@ def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
             except json.JSONDecodeError:
                 continue  # a torn last line of a killed trial
         restored += _restore_summary(writer, entries, result.error)
+        present: dict[tuple[str, str], set[int]] = {}  # (stage, trial id) -> epochs some file holds
         for entry in entries:
-            if "nonfinite" in entry or "config" not in entry:
+            if "nonfinite" in entry or "config" not in entry or "trial_id" not in entry:
                 continue
             ident = trial_identity(entry["config"], entry)
+            key = (ident["stage"], entry["trial_id"])
+            if key not in present:
+                present[key] = writer.trial_epochs(*key)
             epoch = int(entry.get("epoch") or entry.get("training_iteration") or 0)
-            path = writer.epoch_path(ident["stage"], entry["trial_id"], epoch)
-            try:
-                pq.read_metadata(path)
+            if epoch in present[key]:
                 continue
-            except Exception:  # missing or unreadable: write it again
-                pass
             writer.write_epoch(epoch_row(ident, entry["trial_id"], epoch, entry))
+            present[key].add(epoch)
             restored += 1
+        for stage, trial_id in present:
+            if writer.trial_status(stage, trial_id) not in (None, "running"):
+                _compact(writer, stage, trial_id)
     return restored
+
+
+def _compact(writer: ResultsWriter, stage: str, trial_id: str) -> None:
+    """Compact a finished trial's epoch files. A failure is not fatal (its rows stay readable
+    in the one-row files; `dfa_ray.results.compact` or the next run merges them), so it warns."""
+    try:
+        writer.compact_trial(stage, trial_id)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        warnings.warn(f"could not compact the results of trial {trial_id} ({stage}): {exc}; its rows stay in "
+                      "one file per epoch", ResultsFileWarning, stacklevel=2)
 
 
 def _readable(path: Path) -> bool:
@@ -180,18 +211,19 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = self.last.get(trial.trial_id, {})
-        if "nonfinite" in last:
-            self._write_trial(trial, "errored", last["nonfinite"])
-            return
         planned = self._planned(trial)
         ran = int(last.get("epoch") or last.get("training_iteration") or 0)
-        if ran < planned:
+        if "nonfinite" in last:
+            self._write_trial(trial, "errored", last["nonfinite"])
+        elif ran < planned:
             self._write_trial(trial, "pruned", f"stopped by the scheduler after epoch {ran} of {planned}")
         else:
             self._write_trial(trial, "completed", None)
+        self._compact(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write_trial(trial, "errored", _error_text(trial))
+        self._compact(trial)
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
@@ -200,6 +232,11 @@ class ResultsCallback(tune.Callback):
         if config["stage"] == "search":
             return int(config["epochs"])
         return int(config["recipe"]["epochs"])
+
+    def _compact(self, trial: Any) -> None:
+        # After the final summary row: a crash in between leaves a finished trial with one-row
+        # files, which restore_missing_rows (after the experiment) or compact() merges.
+        _compact(self.writer, effective_config(trial.config)["stage"], trial.trial_id)
 
     def _write_trial(self, trial: Any, status: str, reason: str | None) -> None:
         tid = trial.trial_id
