@@ -69,7 +69,7 @@ def shared_gpu(k: int, s: dict, data, teacher_dir: Path, storage: Path, gpu: boo
     from dfa_ray.engine.recipes import get_recipe
     from dfa_ray.tune.trainables import DistillTrainable
 
-    recipe = get_recipe("crd", {"epochs": epochs, "batch_size": 64}).to_dict()
+    recipe = get_recipe("crd", {"epochs": epochs, "batch_size": 64}).model_dump(mode="json")
     jobs = [{"teacher": s["teacher"], "student": s["student"], "teacher_path": str(teacher_dir), "method": "kd",
              "method_options": {}, "genotype": None, "seed": seed, "recipe": recipe} for seed in range(k)]
     fraction = 1.0 / k if gpu else 0.0

@@ -125,13 +125,14 @@ def _section(model: type[BaseModel], path: str) -> list[str]:
     lines = [f"## {model.__name__}", "", f"`{path}`" if path else "The top level of the file.", ""]
     if doc and doc != base and not doc.startswith("Base of every spec section"):
         lines += [doc, ""]
-    lines += ["| key | type | default | bounds |", "|---|---|---|---|"]
+    lines += ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         key = field.alias or name
         annotation = field.annotation
         tp, cons = _type(annotation)
         cons = _constraints(list(field.metadata), "characters" if annotation is str else "items") + cons
-        lines.append(f"| `{key}` | {tp} | {_default(field)} | {', '.join(dict.fromkeys(cons))} |")
+        meaning = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{key}` | {tp} | {_default(field)} | {', '.join(dict.fromkeys(cons))} | {meaning} |")
     return lines + [""]
 
 

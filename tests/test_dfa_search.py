@@ -278,7 +278,7 @@ def test_defaults():
     assert (o.schedule, o.derive, o.preact, o.arch_fraction, o.objective) == ("groupwise", "softmax", True, 0.5, "bridge")
     assert (o.lr, o.lr_min, o.momentum, o.weight_decay, o.grad_clip, o.batch_size) == (0.025, 0.001, 0.9, 3e-4, 5.0, 64)
     assert (o.hvp, o.virtual_clip) == ("exact", False)
-    assert SearchOptions.from_dict(o.to_dict()) == o
+    assert SearchOptions.model_validate(o.model_dump(mode="json")) == o
 
 
 @pytest.mark.parametrize(
@@ -310,5 +310,5 @@ def test_options_validate_names_field_value_and_allowed(field, value, allowed):
 
 def test_options_from_dict_rejects_unknown_keys():
     with pytest.raises(ConfigError, match=r"unknown search option\(s\) gama_ts.*valid options: gamma_ts"):
-        SearchOptions.from_dict({"gama_ts": 1.0})
-    assert SearchOptions.from_dict({"arch_betas": [0.9, 0.99], "derive": "topk:2"}).arch_betas == (0.9, 0.99)
+        SearchOptions.model_validate({"gama_ts": 1.0})
+    assert SearchOptions.model_validate({"arch_betas": [0.9, 0.99], "derive": "topk:2"}).arch_betas == (0.9, 0.99)

@@ -39,7 +39,7 @@ def _fake_sweep(tmp_path, teacher_dir, teacher):
         writer.write_epoch({**common, "epoch": 3, "val_acc": 50.0 + gamma})
         writer.write_trial({**common, "status": "completed", "epochs_run": 3, "epochs_planned": 3,
                             "genotype": json.dumps(g.to_dict())})
-    recipe = get_recipe("quick", {"epochs": 3, "batch_size": 64, "momentum": 0.8}).to_dict()
+    recipe = get_recipe("quick", {"epochs": 3, "batch_size": 64, "momentum": 0.8}).model_dump(mode="json")
     config = {"teacher_path": str(teacher_dir), "student": "resnet8", "data_spec.name": "digits",
               **{f"recipe.{k}": v for k, v in recipe.items()}}
     (sweep / "spec.json").write_text(json.dumps({"distill": {"options": {"dfa": {"stage_weights": "halving"}}}}))

@@ -754,7 +754,7 @@ def test_code_executing_pickles_are_refused(tmp_path, tiny_teacher, digits_data,
     trial.setup({"sweep": "s", "stage": "distill", "dataset": "digits", "data_spec": {"name": "digits"}, "seed": 0,
                  "cpu": 1, "gpu": 0, "teacher": "resnet14", "student": "resnet8",
                  "teacher_path": str(tiny_teacher[0]), "method": "vanilla", "genotype": None, "method_options": {},
-                 "recipe": get_recipe("quick", {"epochs": 2, "batch_size": 256}).to_dict()}, data=digits_data)
+                 "recipe": get_recipe("quick", {"epochs": 2, "batch_size": 256}).model_dump(mode="json")}, data=digits_data)
     checkpoint = tmp_path / "trial" / "checkpoint_000001"
     checkpoint.mkdir(parents=True)
     torch.save({"epoch": 1, "task": _RunsCode(marker)}, checkpoint / STATE_FILE)

@@ -136,7 +136,7 @@ def _trial_config(method, teacher_dir, options=None, genotype=None):
     return {"sweep": "s", "stage": "distill", "dataset": "digits", "data_spec": {"name": "digits"}, "seed": 0,
             "cpu": 1, "gpu": 0, "teacher": "resnet20", "student": "resnet8", "teacher_path": str(teacher_dir),
             "method": method, "genotype": genotype, "method_options": options or {},
-            "recipe": get_recipe("quick", {"epochs": 1, "batch_size": 256}).to_dict()}
+            "recipe": get_recipe("quick", {"epochs": 1, "batch_size": 256}).model_dump(mode="json")}
 
 
 @pytest.mark.parametrize("method", METHODS.names() + ["dfa:last"])

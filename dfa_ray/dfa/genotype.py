@@ -254,7 +254,7 @@ def genotype_from_search(
     )
     return Genotype(
         teacher=teacher, student=student, dataset=dataset, groups=groups, kind="search",
-        derive=mode, image_size=net.pairing.image_size, options=net.options.to_dict(), trial_id=trial_id,
+        derive=mode, image_size=net.pairing.image_size, options=net.options.model_dump(mode="json"), trial_id=trial_id,
     )
 
 

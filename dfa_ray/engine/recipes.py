@@ -10,12 +10,12 @@ protocol's own epoch count the fractions give exactly the published milestones
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import Field, field_validator
 
 from dfa_ray.errors import ConfigError
+from dfa_ray.option_models import OptionModel, option, type_word
 from dfa_ray.registry import Registry
 
 RECIPES: Registry["Recipe"] = Registry("recipe")
@@ -23,28 +23,65 @@ RECIPES: Registry["Recipe"] = Registry("recipe")
 # CRD uses lr 0.01 instead of 0.05 for these light-weight students.
 SMALL_LR_MODELS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
+_Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+_NONE_WORDS = ("none", "None", "")  # `--set padding=none` on the command line
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "multistep"  # multistep | cosine
-    milestones: tuple[float, ...] = ()  # fractions of `epochs` where lr is multiplied by gamma
-    gamma: float = 0.1
-    lr_min: float = 0.0  # floor of the cosine schedule
-    small_model_lr: float | None = None  # lr for SMALL_LR_MODELS, when the protocol has one
-    holdout_fraction: float = 0.1  # part of the training set held out for model selection
-    split_seed: int = 0  # the held-out split is shared by every trial, whatever its seed
-    eval_batch_size: int = 256
-    padding: int | None = None  # random-crop padding; None: the dataset's default
-    flip: bool = True
-    crop: str = "pad"  # pad (random crop of the zero-padded image) | resized (RandomResizedCrop)
-    crop_scale_min: float = 0.08  # resized: smallest area share of the box (torchvision's default)
+
+class Recipe(OptionModel):
+    """A training recipe: one protocol's optimiser, schedule, split and augmentation.
+
+    Lax about types, unlike the search options: CLI `--set lr=0.2` and recipe overrides given as
+    strings are converted (`"0.2"` -> 0.2, `"true"` -> True, `"0.5,0.75"` -> milestones), but a
+    bool is never a number. `Recipe(**d)`, `model_validate(d)` and `with_overrides` raise a
+    ConfigError naming the field; the spec validates with `context=FIELD_ERRORS`
+    (`dfa_ray.option_models`) to report `recipe.<field>` itself.
+    """
+
+    what = "recipe field"
+
+    name: str = Field(description="the protocol (registry name) the recipe comes from; not overridable",
+                      json_schema_extra={"allowed": "a protocol name"})
+    epochs: int = option(..., "epoch budget", "an integer >= 1", ge=1)
+    batch_size: int = option(..., "training images per batch", "an integer >= 1", ge=1)
+    lr: float = option(..., "SGD learning rate at the start", "a number > 0", gt=0, allow_inf_nan=False)
+    momentum: float = option(0.9, "SGD momentum", "a number in [0, 1)", ge=0, lt=1)
+    nesterov: bool = option(False, "Nesterov momentum", "true | false")
+    weight_decay: float = option(5e-4, "SGD weight decay", "a number >= 0", ge=0)
+    schedule: Literal["multistep", "cosine"] = option("multistep", "lr schedule: multistep | cosine",
+                                                      "multistep | cosine")
+    milestones: tuple[_Fraction, ...] = option(
+        (), "fractions of `epochs` where lr is multiplied by gamma",
+        "a list of fractions of the epochs, each in (0, 1), e.g. [0.5, 0.75]")
+    gamma: float = option(0.1, "multistep: factor of the lr at each milestone", "a finite number")
+    lr_min: float = option(0.0, "floor of the cosine schedule", "a number >= 0", ge=0)
+    small_model_lr: float | None = option(None, "lr for SMALL_LR_MODELS, when the protocol has one",
+                                          "a number > 0, or null (the same lr as the others)", gt=0,
+                                          allow_inf_nan=False)
+    holdout_fraction: float = option(0.1, "part of the training set held out for model selection",
+                                     "a number in [0, 1)", ge=0, lt=1)
+    split_seed: int = option(0, "seed of the held-out split, shared by every trial whatever its seed",
+                             "an integer >= 0", ge=0)
+    eval_batch_size: int = option(256, "images per evaluation batch", "an integer >= 1", ge=1)
+    padding: int | None = option(None, "random-crop padding; null: the dataset's default",
+                                 "an integer >= 0, or null (the dataset's default)", ge=0)
+    flip: bool = option(True, "random horizontal flip", "true | false")
+    crop: Literal["pad", "resized"] = option(
+        "pad", "pad (random crop of the zero-padded image) | resized (RandomResizedCrop)", "pad | resized")
+    crop_scale_min: float = option(0.08, "resized: smallest area share of the box (torchvision's default)",
+                                   "a number in (0, 1]", gt=0, le=1)
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _milestones_from_text(cls, v: Any) -> Any:
+        # `--set milestones=0.5,0.75` reaches us as one string
+        if isinstance(v, str):
+            return [p.strip() for p in v.replace("[", "").replace("]", "").split(",") if p.strip()]
+        return v
+
+    @field_validator("small_model_lr", "padding", mode="before")
+    @classmethod
+    def _none_from_text(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.strip() in _NONE_WORDS else v
 
     def milestone_epochs(self) -> list[int]:
         return sorted({max(1, round(f * self.epochs)) for f in self.milestones})
@@ -55,98 +92,35 @@ class Recipe:
         return self.lr
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> "Recipe":
-        """A copy with fields replaced; unknown or ill-typed fields are a ConfigError."""
+        """A copy with fields replaced; unknown or invalid fields are a ConfigError."""
         if not overrides:
             return self
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        clean: dict[str, Any] = {}
-        for key, value in overrides.items():
-            if key not in fields or key == "name":
-                valid = ", ".join(k for k in fields if k != "name")
-                raise ConfigError(f"recipe field {key!r} does not exist; valid fields: {valid}")
-            clean[key] = _coerce(key, value, getattr(self, key))
-        recipe = dataclasses.replace(self, **clean)
-        recipe.validate()
-        return recipe
-
-    def validate(self) -> None:
-        def bad(field: str, rule: str) -> ConfigError:
-            return ConfigError(f"recipe {self.name!r}: {field} = {getattr(self, field)!r} is invalid; {rule}")
-
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise bad(f.name, "it must be a finite number")
-        if self.epochs < 1:
-            raise bad("epochs", "it must be at least 1")
-        if self.batch_size < 1:
-            raise bad("batch_size", "it must be at least 1")
-        if not self.lr > 0:
-            raise bad("lr", "it must be positive")
-        if not 0 <= self.momentum < 1:
-            raise bad("momentum", "it must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "it must be >= 0")
-        if self.schedule not in ("multistep", "cosine"):
-            raise bad("schedule", "allowed: multistep, cosine")
-        if any(not 0 < f < 1 for f in self.milestones):
-            raise bad("milestones", "they are fractions of the epochs, each in (0, 1)")
-        if not 0 <= self.holdout_fraction < 1:
-            raise bad("holdout_fraction", "it must be in [0, 1)")
-        if self.padding is not None and self.padding < 0:
-            raise bad("padding", "it must be >= 0")
-        if self.crop not in ("pad", "resized"):
-            raise bad("crop", "allowed: pad, resized")
-        if not 0 < self.crop_scale_min <= 1:
-            raise bad("crop_scale_min", "it must be in (0, 1]")
+        if "name" in overrides:
+            raise self._unknown_error(["name"])
+        return Recipe.model_validate({**self.model_dump(), **overrides})
 
     @property
     def resized_crop(self) -> tuple[float, float] | None:
         """The loader's RandomResizedCrop scale range, or None for the padded crop."""
         return (self.crop_scale_min, 1.0) if self.crop == "resized" else None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        return out
+    # --- the ConfigError of a caller outside the spec --------------------------------------
+    @classmethod
+    def _unknown_error(cls, unknown: list[str]) -> ConfigError:
+        valid = ", ".join(k for k in cls.model_fields if k != "name")
+        return ConfigError(f"recipe field {unknown[0]!r} does not exist; valid fields: {valid}")
 
-
-def _coerce(key: str, value: Any, current: Any) -> Any:
-    """Turn CLI/YAML values into the field's type, with an error that names the field."""
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(current, tuple):
-            if isinstance(value, str):
-                value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-            return tuple(float(v) for v in value)
-        if isinstance(current, int) and not isinstance(current, bool):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if current is None:
-            if value in (None, "none", "None", ""):
-                return None
-            return float(value) if key == "small_model_lr" else int(value)
-        return type(current)(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"recipe field {key!r}: {value!r} is not a valid {type(current).__name__ if current is not None else 'number'}"
-        ) from None
+    @classmethod
+    def _invalid_error(cls, name: str, value: Any, allowed: str, cause: str, data: Any) -> ConfigError:
+        if cause.endswith(("_parsing", "_type")) and name in cls.model_fields:
+            kind = type_word(cls.model_fields[name].annotation)
+            return ConfigError(f"recipe field {name!r}: {value!r} is not a valid {kind}; allowed: {allowed}")
+        recipe = data.get("name", "?") if isinstance(data, Mapping) else "?"
+        return ConfigError(f"recipe {recipe!r}: {name} = {value!r} is invalid; allowed: {allowed}")
 
 
 def get_recipe(name: str, overrides: Mapping[str, Any] | None = None) -> Recipe:
-    recipe = RECIPES.get(name)
-    recipe.validate()
-    return recipe.with_overrides(overrides)
+    return RECIPES.get(name).with_overrides(overrides)
 
 
 RECIPES.register("crd")(

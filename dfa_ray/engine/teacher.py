@@ -37,7 +37,7 @@ def teacher_meta(model_name: str, data: Dataset, recipe: Recipe, seed: int) -> d
         "in_channels": data.info.in_channels,
         "image_size": data.info.image_size,
         "dataset": data.info.name,
-        "recipe": recipe.to_dict(),
+        "recipe": recipe.model_dump(mode="json"),
         "seed": seed,
     }
 
