@@ -49,9 +49,11 @@ BENCHMARKS: dict[str, list[str]] = {
     "asha_saving": [],
     "gpu_sharing": [],
     "method_costs": [],
+    "shared_teacher": [],
+    "step_costs": [],  # ~2 min on the 2-core CPU; rewrites dfa_ray/cost_model.json (dfa-ray plan's costs)
 }
 Row = dict[str, Any]
-THREADED = ("loader", "distill_step", "search_step", "method_costs")  # those with a --threads option
+THREADED = ("loader", "distill_step", "search_step", "method_costs", "shared_teacher")  # those with a --threads option
 
 
 # -- running one benchmark ---------------------------------------------------------------------
@@ -224,6 +226,19 @@ def rows_method_costs(r: dict) -> list[Row]:
                        f"{x['cost_vs_kd']}x cost", "", None, _device(r)) for x in r["results"] if x["method"] != "kd"]
 
 
+def rows_shared_teacher(r: dict) -> list[Row]:
+    out = []
+    for x in r["results"]:
+        t = x.get("target_ratio")
+        cpu_time = x.get("judged_on") == "cpu_time"
+        ratio = f"{x['cpu_ratio']}x CPU time ({x['ratio']}x wall)" if cpu_time else f"{x['ratio']}x"
+        out.append(_ratio_row(f"shared teacher, {x['k']} methods {x['pair']}, batch {x['batch_size']}",
+                              f"{x['group_img_s']} img/s (group)", f"{x['separate_img_s']} img/s (separate)", ratio,
+                              f">= {t}x (MAC ceiling {x['ceiling']}x)" if t else f"MAC ceiling {x['ceiling']}x",
+                              x.get("met"), _device(r)))
+    return out
+
+
 def rows_gpu_sharing(r: dict) -> list[Row]:
     if r.get("skipped"):
         return [_ratio_row(name, r["skipped"], "", "", "", None, _device(r)) for name in r.get("figures", [])]
@@ -244,10 +259,17 @@ def rows_gpu_sharing(r: dict) -> list[Row]:
     return out
 
 
+def rows_step_costs(r: dict) -> list[Row]:
+    return [_ratio_row(f"step cost {x['model']}, batch {r['batch_size']} at {r['image_size']}px",
+                       f"{x['train_ms_per_image']} ms/img train", f"{x['forward_ms_per_image']} ms/img forward",
+                       "", "", None, _device(r)) for x in r["results"]]
+
+
 EXTRACTORS: dict[str, Callable[[dict], list[Row]]] = {
     "loader": rows_loader, "train_step": rows_train_step, "distill_step": rows_distill_step,
     "search_step": rows_search_step, "ray_overhead": rows_ray_overhead, "asha_saving": rows_asha_saving,
     "gpu_sharing": rows_gpu_sharing, "method_costs": rows_method_costs,
+    "shared_teacher": rows_shared_teacher, "step_costs": rows_step_costs,
 }
 
 

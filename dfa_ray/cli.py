@@ -143,7 +143,7 @@ def add_search_option_flags(p: argparse.ArgumentParser) -> None:
     from dfa_ray.dfa.options import SearchOptions
 
     group = p.add_argument_group("search options (docs/method.md; defaults in brackets)")
-    for field, default in SearchOptions().to_dict().items():
+    for field, default in SearchOptions().model_dump(mode="json").items():
         group.add_argument(f"--{field.replace('_', '-')}", dest=f"opt_{field}", default=None, metavar="VALUE",
                            help=f"[{default}]")
 
@@ -152,7 +152,7 @@ def search_options_from(args: argparse.Namespace):
     from dfa_ray.dfa.options import SearchOptions
 
     raw = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
-    return SearchOptions.from_dict(parse_assignments([f"{k}={v}" for k, v in raw.items()], "search option"))
+    return SearchOptions.model_validate(parse_assignments([f"{k}={v}" for k, v in raw.items()], "search option"))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -172,7 +172,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = genotype.save(args.out)
     history_path = path.with_suffix(".history.json")
     atomic_write_json(history_path, {"teacher": meta["model"], "student": args.student, "dataset": data.info.name,
-                                     "seed": args.seed, "options": options.to_dict(), "history": run.history,
+                                     "seed": args.seed, "options": options.model_dump(mode="json"), "history": run.history,
                                      "machine": run.machine()})
     print_line(f"genotype written to {path} (per-epoch metrics in {history_path}); final alpha:")
     for group in genotype.groups:
@@ -185,6 +185,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from dfa_ray.engine.distill import build_distill_run
     from dfa_ray.engine.teacher import load_teacher, train_in_folder
 
+    if "," in args.method:
+        methods = distill_method_list(args.method)
+        if len(methods) > 1:
+            return distill_group(args, methods)
+        args.method = methods[0]
     data = load_data(args)
     recipe = resolve_recipe(args)
     teacher, tmeta = load_teacher(args.teacher, data)
@@ -198,13 +203,105 @@ def cmd_distill(args: argparse.Namespace) -> int:
             "method": args.method, "options": run.task.config, "genotype": args.genotype,
             "transfer": _transfer_record(run, data.info.name, args.genotype),
             "dataset": data.info.name, "num_classes": data.info.num_classes, "in_channels": data.info.in_channels,
-            "recipe": recipe.to_dict(), "seed": args.seed}
+            "recipe": recipe.model_dump(mode="json"), "seed": args.seed}
     print_line(f"distilling {tmeta['model']} -> {args.student} with {args.method} on {data.info.name}, recipe "
                f"{recipe.name}, {recipe.epochs} epochs, seed {args.seed} -> {args.out}")
     final = train_in_folder(run, meta, args.out, "dfa-ray/distill", None if args.quiet else print_line)
     print_line(f"{args.method} {tmeta['model']} -> {args.student}: test accuracy {final['test_acc_last']:.2f}% "
                f"(last epoch), {final['test_acc_best']:.2f}% (best validation epoch {final['best_epoch']}); "
                f"saved in {args.out}")
+    return 0
+
+
+def distill_method_list(text: str) -> list[str]:
+    """`--method vanilla,kd,at,dfa` as its entries (`dfa:last` etc. allowed), checked."""
+    from dfa_ray.dfa.genotype import REFERENCE_KINDS
+    from dfa_ray.engine.methods import METHODS
+
+    entries = [e.strip() for e in text.split(",")]
+    if any(not e for e in entries):
+        raise ConfigError(f"--method {text!r} has an empty entry; write the methods comma-separated, e.g. kd,at,dfa")
+    repeated = sorted({e for e in entries if entries.count(e) > 1})
+    if repeated:
+        raise ConfigError(f"--method lists {', '.join(repeated)} more than once; name each method once")
+    for e in entries:
+        name, _, kind = e.partition(":")
+        METHODS.get(name)  # an unknown method: one line with the valid names
+        if kind and (name != "dfa" or kind not in REFERENCE_KINDS):
+            raise ConfigError(f"--method entry {e!r}: only dfa takes a reference genotype after ':' "
+                              f"({', '.join('dfa:' + k for k in REFERENCE_KINDS)})")
+    return entries
+
+
+def group_options(items: Sequence[str] | None, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A group's `--opt METHOD.KEY=VALUE` per method entry (an unprefixed key is ambiguous)."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for item in items or []:
+        key = item.partition("=")[0].strip()
+        target, dot, option_key = key.partition(".")
+        if not dot:
+            raise ConfigError(f"--opt {item!r} is ambiguous with several methods ({', '.join(methods)}); write "
+                              f"METHOD.KEY=VALUE, e.g. --opt {methods[-1]}.{key or 'w_feat'}=...")
+        if target not in out:
+            raise ConfigError(f"--opt {item!r}: {target!r} is not one of the methods of --method "
+                              f"({', '.join(methods)})")
+        out[target].update(parse_assignments([f"{option_key}={item.partition('=')[2]}"], "--opt"))
+    return out
+
+
+def distill_group(args: argparse.Namespace, methods: list[str]) -> int:
+    """`distill --method a,b,c`: one shared-teacher group (docs/shared_teacher.md), one folder
+    per method under --out holding what a single-method run's --out holds."""
+    from pathlib import Path
+
+    from dfa_ray.engine.group import GroupMember, build_group_run, train_group_in_folders
+    from dfa_ray.engine.methods import resolve_options
+    from dfa_ray.engine.teacher import load_teacher
+
+    options = group_options(args.opt, methods)
+    if "dfa" in methods and args.genotype is None:
+        raise ConfigError("--method dfa needs --genotype: a file written by `dfa-ray search`, or last | average | "
+                          "random (or list dfa:last, dfa:average, dfa:random)")
+    for m in methods:  # option names and values, before any data is loaded
+        if m.partition(":")[0] != "dfa":
+            resolve_options(m, options[m])
+    data = load_data(args)
+    recipe = resolve_recipe(args)
+    teacher, tmeta = load_teacher(args.teacher, data)
+    members = []
+    for m in methods:
+        name, _, kind = m.partition(":")
+        genotype = (kind or args.genotype) if name == "dfa" else None
+        members.append(GroupMember(key=m, method=name, options=options[m], genotype=genotype,
+                                   transfer=args.transfer))
+    group = build_group_run(teacher, tmeta["model"], args.student, data, recipe, members, args.seed,
+                            device=args.device, log=None if args.quiet else print_line)
+    folders, metas = {}, {}
+    for member in members:
+        run = group.members[member.key].run
+        folders[member.key] = Path(args.out) / member.key.replace(":", "-")
+        metas[member.key] = {
+            "model": args.student, "teacher": tmeta["model"], "teacher_checkpoint": str(args.teacher),
+            "method": member.method, "options": run.task.config, "genotype": member.genotype,
+            "transfer": _transfer_record(run, data.info.name, member.genotype if member.genotype else None),
+            "dataset": data.info.name, "num_classes": data.info.num_classes, "in_channels": data.info.in_channels,
+            "recipe": recipe.model_dump(mode="json"), "seed": args.seed}
+    print_line(f"distilling {tmeta['model']} -> {args.student} with {', '.join(methods)} sharing one teacher forward "
+               f"per batch on {data.info.name}, recipe {recipe.name}, {recipe.epochs} epochs, seed {args.seed} "
+               f"-> {args.out}/<method>")
+    finals = train_group_in_folders(group, folders, metas, "dfa-ray/distill", None if args.quiet else print_line)
+    failed = []
+    for member in members:
+        m = group.members[member.key]
+        if m.ended is not None:
+            failed.append(f"{member.key}: {m.ended}")
+            continue
+        final = finals[member.key]
+        print_line(f"{member.key} {tmeta['model']} -> {args.student}: test accuracy {final['test_acc_last']:.2f}% "
+                   f"(last epoch), {final['test_acc_best']:.2f}% (best validation epoch {final['best_epoch']}); "
+                   f"saved in {folders[member.key]}")
+    if failed:  # the others finished and are saved; the exit status says some did not
+        raise DfaRayError("; ".join(failed))
     return 0
 
 
@@ -225,7 +322,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, address=args.address, log=print_line)
     print_line(f"results: {outcome.results_dir} (read with dfa_ray.results.load or pandas.read_parquet)")
     print_line(f"report:  dfa-ray report {outcome.sweep_dir} --out {outcome.sweep_dir / 'report'}")
-    return 0
+    # a failed node (e.g. a teacher that did not train) leaves a partial sweep: say so in the
+    # exit status, after the nodes that could run have finished
+    return 1 if outcome.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,21 +365,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_option_flags(p)
     p.set_defaults(handler=cmd_search)
 
-    p = sub.add_parser("distill", help="stage 2: distil a student with one method without Ray")
+    p = sub.add_parser("distill", help="stage 2: distil a student with one method (or several sharing one teacher "
+                                       "forward) without Ray")
     p.add_argument("--teacher", required=True, help="teacher folder (from `dfa-ray teacher`) or its checkpoint.pt")
     p.add_argument("--student", required=True, help="student architecture")
     p.add_argument("--method", required=True,
-                   help="distillation method, e.g. kd, dkd, fitnet, at, nst, sp, pkt, rkd, cc, dfa (see `dfa-ray methods`)")
+                   help="distillation method, e.g. kd, dkd, fitnet, at, nst, sp, pkt, rkd, cc, dfa (see `dfa-ray methods`); "
+                        "several comma-separated (vanilla,kd,at,dfa; dfa:last for a reference genotype) train as one "
+                        "shared-teacher group, each into --out/<method>/ (docs/shared_teacher.md)")
     p.add_argument("--genotype", default=None,
                    help="for dfa: genotype file from `dfa-ray search`, or a reference genotype: last | average | random")
     p.add_argument("--transfer", action="store_true",
                    help="accept a --genotype searched on another dataset (same architectures): DFA-T")
     p.add_argument("--opt", action="append", metavar="KEY=VALUE",
                    help="method option, e.g. w_feat=50, w_kl=0.9, pairing=size, stage_weights=halving; each method's "
-                        "options: `dfa-ray methods` (repeatable)")
+                        "options: `dfa-ray methods` (repeatable); with several methods METHOD.KEY=VALUE, e.g. "
+                        "at.w_feat=50")
     add_data_args(p)
     add_run_args(p)
-    p.add_argument("--out", required=True, help="folder for checkpoint.pt and metrics.json")
+    p.add_argument("--out", required=True,
+                   help="folder for checkpoint.pt and metrics.json (several methods: one subfolder per method)")
     p.set_defaults(handler=cmd_distill)
 
     p = sub.add_parser("sweep", help="run (or resume) a sweep spec on Ray Tune: teachers -> search -> distil")
@@ -298,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dfa_ray.importer import add_import_command  # teachers from RepDistiller / mdistiller checkpoints
 
     add_import_command(sub)
+    from dfa_ray.plan_cli import add_plan_commands  # plan / validate: the spec alone, no Ray, no data
+
+    add_plan_commands(sub)
     return parser
 
 

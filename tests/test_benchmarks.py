@@ -86,3 +86,25 @@ def test_the_committed_results_file_reads_back_into_the_summary_table():
         assert table.splitlines()[0].split() == ["what", "ours", "reference", "ratio", "target", "met", "device"]
         if "ray_overhead" in rows:
             assert "engine, fresh process" in table and "reused actor" in table
+
+
+def test_the_shared_teacher_benchmark_runs_both_sides_and_reports_its_ceiling():
+    from benchmarks import shared_teacher
+
+    # a smoke run with tiny settings (its timings mean nothing here): both sides train, the
+    # report holds the MAC ceiling k (T + 3S) / (T + 3kS) and the summary table reads it
+    report = shared_teacher.main(["--pairs", "resnet8->resnet8", "--methods", "kd", "at", "dfa:last",
+                                  "--batch-size", "4", "--batches", "1", "--rounds", "1", "--threads", "1",
+                                  "--device", "cpu", "--no-record"])
+    (x,) = report["results"]
+    assert x["k"] == 3 and x["teacher_macs"] == x["student_macs"] > 0
+    assert x["ceiling"] == round(3 * 4 / (1 + 9), 2)  # T == S: 3 (T + 3T) / (T + 9T)
+    assert x["group_img_s"] > 0 and x["separate_img_s"] > 0 and len(x["group_s"]) == 1
+    assert x["judged_on"] == "cpu_time" and x["cpu_ratio"] > 0
+    assert sorted(x["member_s"]) == ["at", "dfa:last", "kd"] and x["teacher_s"] > 0
+    t, m = x["teacher_s"], sum(x["member_s"].values())
+    assert x["measured_ceiling"] == pytest.approx((3 * t + m) / (t + m), abs=0.01)
+    assert shared_teacher.ceiling(6, 1083, 177) == pytest.approx(6 * (1083 + 531) / (1083 + 3186))
+    (row,) = run_all.EXTRACTORS["shared_teacher"](report)
+    assert row["what"] == "shared teacher, 3 methods resnet8->resnet8, batch 4" and row["met"] == "-"
+    assert "shared_teacher" in run_all.BENCHMARKS and run_all.thread_arguments("shared_teacher", 1) == ["--threads", "1"]

@@ -20,7 +20,7 @@ from dfa_ray.dfa.pairing import pair_groups
 from dfa_ray.engine.methods import TrainSplit, build_distiller
 from dfa_ray.engine.recipes import Recipe
 from dfa_ray.engine.runtime import FastPath, seed_everything
-from dfa_ray.engine.training import Logger, TrainingRun, split_train
+from dfa_ray.engine.training import Loaders, Logger, TrainingRun, split_train
 from dfa_ray.errors import ConfigError
 from dfa_ray.models import create_model
 
@@ -68,8 +68,10 @@ def build_distill_run(
     fast: FastPath = FastPath(),
     log: Logger | None = None,
     transfer: bool = False,
+    loaders: Loaders | None = None,
 ) -> TrainingRun:
-    """Seed, build the student and the method, wrap them in the epoch loop."""
+    """Seed, build the student and the method, wrap them in the epoch loop (`loaders`: ones
+    already built for this data, recipe, seed and device, as a shared-teacher group passes)."""
     seed_everything(seed)
     student = create_model(student_name, num_classes=data.info.num_classes, in_channels=data.info.in_channels)
     resolved = resolve_genotype(genotype, teacher, student, teacher_name, student_name, data.info.name,
@@ -81,4 +83,4 @@ def build_distill_run(
     label = f"{method}{':' + resolved.kind if resolved is not None and resolved.kind != 'search' else ''} " \
             f"{teacher_name}->{student_name}"
     return TrainingRun(distiller, data, recipe, seed, lr=recipe.lr_for(student_name), device=device, fast=fast,
-                       log=log, label=label)
+                       log=log, label=label, loaders=loaders)

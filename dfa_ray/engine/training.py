@@ -11,6 +11,11 @@ epoch, also after a resume, so schedules inside a method need no state of their 
 split and returns the epoch's metrics; it is what a Ray Trainable calls. Model selection
 uses the validation split only; the test split is evaluated once, after the last epoch, on
 the last weights and on the weights of the best validation epoch.
+
+An epoch is three calls, `begin_epoch()`, `train_batch(work, x, y, index)` per batch and
+`end_epoch(work)`; `step()` is them over the run's own loader. A shared-teacher group
+(`engine.group`) makes the same calls for each member, passing the batch's teacher forward to
+`train_batch` (`teacher=`), so a member trains exactly as its own run would.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dfa_ray.engine.evaluate import evaluate
 from dfa_ray.engine.recipes import Recipe
 from dfa_ray.engine.runtime import FastPath, autocast, machine_info, resolve_device
 from dfa_ray.engine.checkpoint import capture_rng_state, restore_rng_state
+from dfa_ray.engine.views import TeacherOutputs, TeacherRequest
 from dfa_ray.errors import CheckpointError, DfaRayError
 
 Logger = Callable[[str], None]
@@ -78,13 +84,37 @@ class InitStage:
     or None, {name: weighted loss})` with its own SGD optimiser over `parameters` at the constant
     `lr` (the recipe's momentum and weight decay), before the main optimiser and schedule start.
     Its epochs are rows of their own (`phase` "init"), in the checkpoint and the progress line,
-    and a resumed trial continues inside the right phase.
+    and a resumed trial continues inside the right phase. `request` and `forward_with(outputs,
+    x, y, index)`, when given, are the stage's teacher needs and its forward given a teacher
+    forward that answered them (a group shares that forward); without them a group calls
+    `forward`, which runs the teacher itself.
     """
 
     epochs: int
     lr: float
     parameters: list[nn.Parameter]
     forward: Callable[..., tuple[torch.Tensor | None, dict[str, torch.Tensor]]]
+    request: TeacherRequest | None = None
+    forward_with: Callable[..., tuple[torch.Tensor | None, dict[str, torch.Tensor]]] | None = None
+
+
+@dataclass
+class EpochWork:
+    """One epoch in progress: what it trains with and the sums it reports (device tensors, read
+    once at the end: one host sync per epoch)."""
+
+    stage: InitStage | None  # None: the main phase
+    loader_epoch: int  # the epoch the training loader draws (a function of (seed, epoch) only)
+    forward: Callable[..., tuple[torch.Tensor | None, dict[str, torch.Tensor]]]
+    forward_with: Callable[..., tuple[torch.Tensor | None, dict[str, torch.Tensor]]] | None
+    optimizer: torch.optim.Optimizer
+    row_epoch: int
+    start: float
+    total: torch.Tensor
+    correct: torch.Tensor
+    sums: dict[str, torch.Tensor]
+    seen: int = 0
+    counted: int = 0
 
 
 @dataclass
@@ -147,6 +177,7 @@ class TrainingRun:
         fast: FastPath = FastPath(),
         log: Logger | None = None,
         label: str = "train",
+        loaders: Loaders | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.fast = fast.resolved(self.device)
@@ -159,10 +190,15 @@ class TrainingRun:
             self.task = self.task.to(memory_format=torch.channels_last)
         if self.fast.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-        self.loaders = make_loaders(data, recipe, seed, self.device, bool(self.fast.channels_last))
+        # a group passes the loaders it shares (the same data, recipe, seed and device)
+        self.loaders = loaders or make_loaders(data, recipe, seed, self.device, bool(self.fast.channels_last))
         self.optimizer = build_optimizer(self.task.trainable_parameters(), recipe, lr or recipe.lr)
         self.scheduler = build_scheduler(self.optimizer, recipe)
         self._forward_train = torch.compile(self.task.forward_train) if self.fast.compile else self.task.forward_train
+        with_views = getattr(self.task, "forward_train_with", None) if getattr(self.task, "shared_teacher", False) \
+            else None
+        self._forward_train_with = (torch.compile(with_views) if self.fast.compile and with_views is not None
+                                    else with_views)
         make_stage = getattr(self.task, "init_stage", None)
         stage = make_stage(recipe.epochs, lr or recipe.lr) if make_stage is not None else None
         self.init: InitStage | None = stage if stage is not None and stage.epochs > 0 else None
@@ -193,14 +229,118 @@ class TrainingRun:
 
     def step(self) -> dict:
         """Train one epoch; evaluate; after the last epoch, add the test numbers."""
+        work = self.begin_epoch()
+        for x, y, index in self.loaders.train:
+            self.train_batch(work, x, y, index)
+        return self.end_epoch(work)
+
+    def run(self) -> dict:
+        while not self.done:
+            self.step()
+        assert self.final is not None
+        return self.final
+
+    # -- one epoch in three calls (a shared-teacher group makes them per member) -------------
+    def next_loader_epoch(self) -> int:
+        """The epoch the training loader draws for the next epoch of this run: init epochs are
+        -1, -2, ... (the main phase then sees the very batches of a run without an init stage,
+        epoch for epoch), main epochs 0, 1, ..."""
+        return -1 - self.init_epoch if self.phase == "init" else self.epoch
+
+    def shares_teacher(self) -> bool:
+        """Whether the next epoch can take a teacher forward computed outside (`teacher=`)."""
+        if self.phase == "init":
+            assert self.init is not None
+            return self.init.forward_with is not None
+        return self._forward_train_with is not None
+
+    def teacher_request(self) -> TeacherRequest | None:
+        """What the next epoch needs of the teacher per batch (when `shares_teacher()`)."""
+        if self.phase == "init":
+            assert self.init is not None
+            return self.init.request
+        return self.task.teacher_request()
+
+    def begin_epoch(self) -> EpochWork:
+        """Set the loader's epoch and the task's schedule for the next epoch."""
         if self.done:
             raise RuntimeError("the run has already finished all its epochs")
-        if self.phase == "init":
-            return self._init_step()
         start = time.perf_counter()
+        self.task.train()
+        loader_epoch = self.next_loader_epoch()
+        self.loaders.train.set_epoch(loader_epoch)
+        if self.phase == "init":
+            stage = self.init
+            assert stage is not None
+            forward, forward_with, optimizer = stage.forward, stage.forward_with, self.init_optimizer
+            row_epoch = self.init_epoch + 1
+        else:
+            stage = None
+            hook = getattr(self.task, "on_epoch_start", None)
+            if hook is not None:
+                hook(self.epoch, self.recipe.epochs)
+            forward, forward_with, optimizer = self._forward_train, self._forward_train_with, self.optimizer
+            row_epoch = self._row_epoch() + 1
+        assert optimizer is not None
+        return EpochWork(stage=stage, loader_epoch=loader_epoch, forward=forward, forward_with=forward_with,
+                         optimizer=optimizer, row_epoch=row_epoch, start=start,
+                         total=torch.zeros((), device=self.device, dtype=torch.float64),
+                         correct=torch.zeros((), device=self.device, dtype=torch.long), sums={})
+
+    def train_batch(self, work: EpochWork, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                    teacher: TeacherOutputs | None | bool = False) -> None:
+        """One optimiser step. `teacher`: the batch's teacher forward (a TeacherOutputs, or None
+        when the epoch needs none), or False (the default) to let the task run it itself."""
+        with autocast(self.device, bool(self.fast.bf16)):
+            if teacher is False or work.forward_with is None:
+                logits, losses = work.forward(x, y, index)
+            else:
+                logits, losses = work.forward_with(teacher, x, y, index)
+            loss = sum(losses.values())
+        work.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        work.optimizer.step()
+        n = y.shape[0]
+        work.seen += n
+        work.total += loss.detach().double() * n
+        for name, value in losses.items():
+            work.sums[name] = work.sums.get(name, 0) + value.detach().double() * n
+        if logits is not None:  # an init stage may not run the student (FT's paraphraser)
+            work.correct += (logits.detach().argmax(1) == y).sum()
+            work.counted += n
+
+    def end_epoch(self, work: EpochWork, train_seconds: float | None = None) -> dict:
+        """Close the epoch: its training metrics (NonFiniteLossError if the loss was not
+        finite), then the schedule, the evaluation and, after the last epoch, the test.
+        `train_seconds`: the epoch's training time when the caller measured it (a group: this
+        member's own work plus its share of the teacher's); else the time since `begin_epoch`."""
+        train_metrics = self._epoch_metrics(work)
+        end_start = time.perf_counter()
+        if train_seconds is None:
+            train_seconds = end_start - work.start
+        if work.stage is not None:
+            metrics = self._after_init_epoch(train_metrics, train_seconds)
+        else:
+            metrics = self._after_train_epoch(train_metrics, train_seconds)
+        metrics["seconds"] = train_seconds + (time.perf_counter() - end_start)
+        self.history.append(metrics)
+        if self.log:
+            self.log(format_progress(self.label, metrics,
+                                     self.init.epochs if work.stage is not None and self.init else self.recipe.epochs))
+        return metrics
+
+    # -- internals -----------------------------------------------------------------------
+    def _epoch_metrics(self, work: EpochWork) -> dict:
+        # One host sync per epoch: a NaN anywhere in the epoch makes the mean NaN.
+        means = {name: (value / max(work.seen, 1)).item() for name, value in work.sums.items()}
+        train_loss = work.total.item() / max(work.seen, 1)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(work.row_epoch, {"train_loss": train_loss, **means})
+        acc = 100.0 * work.correct.item() / work.counted if work.counted else float("nan")
+        return {"train_loss": train_loss, "train_acc": acc, **means}
+
+    def _after_train_epoch(self, train_metrics: dict, train_seconds: float) -> dict:
         lr = self.optimizer.param_groups[0]["lr"]
-        train_metrics = self._train_epoch()
-        train_seconds = time.perf_counter() - start
         self.scheduler.step()
         self.epoch += 1
         metrics: dict = {"epoch": self._row_epoch(), "lr": lr, **train_metrics}
@@ -215,19 +355,12 @@ class TrainingRun:
                              "state": _cpu_copy(self.student.state_dict())}
         if self.done:
             metrics.update(self._final_test())
-        metrics["seconds"] = time.perf_counter() - start
-        self.history.append(metrics)
-        if self.log:
-            self.log(format_progress(self.label, metrics, self.recipe.epochs))
         return metrics
 
-    def _init_step(self) -> dict:
-        """One epoch of the init stage: its forward and optimiser, no schedule, no model selection
-        (the best-validation weights are chosen in the main phase only)."""
+    def _after_init_epoch(self, train_metrics: dict, train_seconds: float) -> dict:
+        """After an epoch of the init stage: no schedule, no model selection (the
+        best-validation weights are chosen in the main phase only)."""
         assert self.init is not None
-        start = time.perf_counter()
-        train_metrics = self._train_epoch(self.init)
-        train_seconds = time.perf_counter() - start
         self.init_epoch += 1
         metrics: dict = {"epoch": self.init_epoch, "lr": self.init.lr, **train_metrics, "phase": "init",
                          "phase_epoch": self.init_epoch}
@@ -235,59 +368,7 @@ class TrainingRun:
         if self.loaders.val is not None:
             val = self._evaluate(self.loaders.val)
             metrics.update(val_acc=val["acc"], val_top5=val["top5"], val_loss=val["loss"])
-        metrics["seconds"] = time.perf_counter() - start
-        self.history.append(metrics)
-        if self.log:
-            self.log(format_progress(self.label, metrics, self.init.epochs))
         return metrics
-
-    def run(self) -> dict:
-        while not self.done:
-            self.step()
-        assert self.final is not None
-        return self.final
-
-    # -- internals -----------------------------------------------------------------------
-    def _train_epoch(self, stage: InitStage | None = None) -> dict:
-        self.task.train()
-        loader = self.loaders.train
-        if stage is None:
-            loader.set_epoch(self.epoch)
-            hook = getattr(self.task, "on_epoch_start", None)
-            if hook is not None:
-                hook(self.epoch, self.recipe.epochs)
-            forward, optimizer, row_epoch = self._forward_train, self.optimizer, self._row_epoch() + 1
-        else:
-            # init epochs draw their batches as epochs -1, -2, ...: the main phase then sees the
-            # very batches of a run without an init stage (same seed), epoch for epoch
-            loader.set_epoch(-1 - self.init_epoch)
-            forward, optimizer, row_epoch = stage.forward, self.init_optimizer, self.init_epoch + 1
-        sums: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = counted = 0
-        for x, y, index in loader:
-            with autocast(self.device, bool(self.fast.bf16)):
-                logits, losses = forward(x, y, index)
-                loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n = y.shape[0]
-            seen += n
-            total += loss.detach().double() * n
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0) + value.detach().double() * n
-            if logits is not None:  # an init stage may not run the student (FT's paraphraser)
-                correct += (logits.detach().argmax(1) == y).sum()
-                counted += n
-        # One host sync per epoch: a NaN anywhere in the epoch makes the mean NaN.
-        means = {name: (value / max(seen, 1)).item() for name, value in sums.items()}
-        train_loss = total.item() / max(seen, 1)
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(row_epoch, {"train_loss": train_loss, **means})
-        acc = 100.0 * correct.item() / counted if counted else float("nan")
-        return {"train_loss": train_loss, "train_acc": acc, **means}
 
     def _evaluate(self, loader: DeviceLoader) -> dict[str, float]:
         self.task.eval()

@@ -168,6 +168,30 @@ class GroupedModel(nn.Module):
             features.append(outs)
         return self.forward_head(h), features
 
+    def forward_groups_both(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+        """`forward_groups(x, True)` and `forward_groups(x, False)` in one pass: (logits,
+        pre-activation features, post-activation features). The operations are those of
+        `forward_groups`, so each list equals that call's bit for bit; a frozen teacher serving
+        methods of both kinds (a shared-teacher group, engine/group.py) runs once. A family that
+        overrides `forward_groups` overrides this too (engine.views.has_joint_features checks)."""
+        h = self.stem(x)
+        pre_features: list[list[torch.Tensor]] = []
+        post_features: list[list[torch.Tensor]] = []
+        for g, blocks in enumerate(self.groups):
+            h = self._transition(g, h)
+            pres: list[torch.Tensor] = []
+            posts: list[torch.Tensor] = []
+            for block in blocks:
+                pre = self._pre(block, h)
+                h = self._final_act(block)(pre)
+                pres.append(pre)
+                posts.append(h)
+            pre_features.append(pres)
+            post_features.append(posts)
+        return self.forward_head(h), pre_features, post_features
+
     def forward_from(self, g: int, h: torch.Tensor, preact: bool = True) -> torch.Tensor:
         """Run from the output of group `g` (0-based; the input of group g+1) to the logits.
 

@@ -124,6 +124,30 @@ class WideResNet(GroupedModel):
             k += len(blocks)
         return self._head_normed(final), features
 
+    def forward_groups_both(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+        """Both feature kinds in one pass (see GroupedModel.forward_groups_both): the
+        `preact=True` pass above, keeping the raw residual sums it computes on the way (what
+        `preact=False` reports; the same operations as the plain blocks' forward)."""
+        h = self.stem(x)
+        normed_inputs: list[torch.Tensor] = []
+        raw: list[torch.Tensor] = []
+        for blocks in self.groups:
+            for block in blocks:
+                normed = block.bn1(h)
+                normed_inputs.append(normed)
+                h = block.forward_normed(h, normed)
+                raw.append(h)
+        final = self.bn(h)
+        shifted = normed_inputs[1:] + [final]
+        pre_features, post_features, k = [], [], 0
+        for blocks in self.groups:
+            pre_features.append(shifted[k : k + len(blocks)])
+            post_features.append(raw[k : k + len(blocks)])
+            k += len(blocks)
+        return self._head_normed(final), pre_features, post_features
+
     def forward_from(self, g: int, h: torch.Tensor, preact: bool = True) -> torch.Tensor:
         """From group `g`'s output to the logits; with `preact`, `h` is that output after the
         next BN, and the run continues after that BN."""

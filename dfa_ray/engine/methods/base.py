@@ -28,6 +28,15 @@ method's own terms (`loss_rkd_angle`, `loss_nckd`, ...) go into the row's extra 
 `index` [B] is each sample's position in the training split. `on_epoch_start(epoch, epochs)`
 (0-based epoch about to run) is called before every epoch, also after a resume.
 `trainable_parameters()` is what the optimiser updates (never the teacher's).
+
+The teacher's part is split off so that one teacher forward can serve several methods (a
+shared-teacher group, `engine.group`, docs/shared_teacher.md): `teacher_request()` says what
+the method needs of the teacher (`engine.views.TeacherRequest`, None for nothing),
+`teacher_views(outputs)` picks its `Views` out of a forward that answered (at least) that
+request, and `forward_train_with(outputs, x, y, index)` is `forward_train` given them;
+`forward_train` runs the teacher with the method's own request and calls it. A subclass that
+overrides `_views_of` or `forward_train` without `teacher_views` keeps its own teacher pass
+(`shared_teacher` False), and a group runs its `forward_train` as it is.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from torch import nn
 
 from dfa_ray.dfa.genotype import Genotype
 from dfa_ray.dfa.pairing import GroupPair, GroupPairing, spatial_size
+from dfa_ray.engine.views import TeacherOutputs, TeacherRequest, teacher_outputs
 from dfa_ray.errors import ConfigError
 from dfa_ray.losses import kd_loss
 from dfa_ray.registry import Registry
@@ -184,6 +194,19 @@ class Distiller(nn.Module):
     Options: ClassVar[type[MethodOptions]] = LogitOptions
     uses: ClassVar[frozenset[str]] = frozenset()
     takes_genotype: ClassVar[bool] = False
+    # whether the teacher's views come from `teacher_request` / `teacher_views` (so a group can
+    # compute them once for several methods); see __init_subclass__
+    shared_teacher: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        # a class that changes how views are made (or the whole forward) but not how the
+        # teacher's are read from a shared forward keeps its own teacher pass: exactly what it
+        # computed before groups existed
+        if "shared_teacher" not in own and "teacher_views" not in own and (
+                "_views_of" in own or "forward_train" in own):
+            cls.shared_teacher = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module, options: MethodOptions,
                  context: MethodContext) -> None:
@@ -246,14 +269,54 @@ class Distiller(nn.Module):
             return Views(logits, feats)
         return Views(model(x))
 
+    def teacher_request(self) -> TeacherRequest | None:
+        """What this method needs of the teacher per batch (None: nothing, e.g. vanilla or a
+        method switched off by `w_feat` 0 without KD): what `_views_of(teacher, x)` computes."""
+        if not (self.views or self.w_kl != 0):
+            return None
+        if "embedding" in self.views:
+            return TeacherRequest(features=frozenset({self.preact}), embedding=True)
+        if "features" in self.views:
+            return TeacherRequest(features=frozenset({self.preact}))
+        return TeacherRequest()
+
+    def teacher_views(self, outputs: TeacherOutputs) -> Views:
+        """This method's teacher `Views` out of a forward that answered its request."""
+        if "embedding" in self.views:
+            return Views(outputs.logits, outputs.features[self.preact], outputs.embedding)
+        if "features" in self.views:
+            return Views(outputs.logits, outputs.features[self.preact])
+        return Views(outputs.logits)
+
+    def run_teacher(self, x: torch.Tensor) -> TeacherOutputs | None:
+        """The teacher's forward with this method's own request (None when it needs none)."""
+        request = self.teacher_request()
+        if request is None:
+            return None
+        self.teacher.eval()
+        return teacher_outputs(self.teacher, x, request)
+
     def forward_train(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, LossDict]:
+        if not self.shared_teacher:  # a subclass with its own views: its own teacher pass
+            s = self._views_of(self.student, x)
+            t = None
+            if self.views or self.w_kl != 0:
+                self.teacher.eval()
+                with torch.no_grad():
+                    t = self._views_of(self.teacher, x)
+            return s.logits, self._losses(s, t, y, index)
+        return self.forward_train_with(self.run_teacher(x), x, y, index)
+
+    def forward_train_with(self, outputs: TeacherOutputs | None, x: torch.Tensor, y: torch.Tensor,
+                           index: torch.Tensor | None = None) -> tuple[torch.Tensor, LossDict]:
+        """`forward_train` given the teacher's forward (`outputs` answers at least
+        `teacher_request()`; None when that is None)."""
         s = self._views_of(self.student, x)
-        t = None
-        if self.views or self.w_kl != 0:
-            self.teacher.eval()
-            with torch.no_grad():
-                t = self._views_of(self.teacher, x)
+        t = self.teacher_views(outputs) if outputs is not None else None
+        return s.logits, self._losses(s, t, y, index)
+
+    def _losses(self, s: Views, t: Views | None, y: torch.Tensor, index: torch.Tensor | None) -> LossDict:
         zero = s.logits.new_zeros(())
         losses: LossDict = dict.fromkeys(STANDARD_TERMS, zero)
         if self.w_ce != 0:
@@ -262,7 +325,7 @@ class Distiller(nn.Module):
             losses["loss_kd"] = self.w_kl * kd_loss(s.logits, t.logits, self.temperature)
         if self.views:
             losses.update(self.distill_terms(s, t, y, index))
-        return s.logits, losses
+        return losses
 
 
 def register_method(cls: type[Distiller]) -> type[Distiller]:

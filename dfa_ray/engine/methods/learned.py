@@ -29,6 +29,7 @@ from torch import nn
 from dfa_ray.engine.methods.base import Distiller, FeatureOptions, Views, WeightedOptions, option, register_method
 from dfa_ray.engine.methods.hints import PairedOptions, chosen_pairing
 from dfa_ray.engine.training import InitStage
+from dfa_ray.engine.views import TeacherOutputs, TeacherRequest, teacher_outputs
 from dfa_ray.errors import ConfigError
 from dfa_ray.losses import Connector, resize_to
 from dfa_ray.losses_part2 import (
@@ -210,8 +211,18 @@ class WithInitStage(Distiller):
     def init_parameters(self) -> list[nn.Parameter]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def init_forward(self, x, y, index=None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    def init_request(self) -> TeacherRequest:
+        """What the init stage needs of the teacher per batch."""
+        return TeacherRequest(features=frozenset({self.preact}))
+
+    def init_forward_with(self, outputs: TeacherOutputs, x, y, index=None
+                          ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def init_forward(self, x, y, index=None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """One init-stage batch with the teacher run here (a group passes a shared forward to
+        `init_forward_with` instead)."""
+        return self.init_forward_with(teacher_outputs(self.teacher, x, self.init_request()), x, y, index)
 
     def init_stage(self, epochs: int, lr: float) -> InitStage | None:
         """Called by the trainer when the run is built; records the resolved epochs and lr."""
@@ -221,7 +232,8 @@ class WithInitStage(Distiller):
         self.options = self.options.model_copy(update={"init_epochs": n, "init_lr": float(init_lr)})
         if n == 0:
             return None
-        return InitStage(epochs=n, lr=float(init_lr), parameters=self.init_parameters(), forward=self.init_forward)
+        return InitStage(epochs=n, lr=float(init_lr), parameters=self.init_parameters(), forward=self.init_forward,
+                         request=self.init_request(), forward_with=self.init_forward_with)
 
 
 # -- AB -------------------------------------------------------------------------------------
@@ -264,10 +276,9 @@ class AB(WithInitStage):
         # the student's classifier gets no gradient here, so SGD leaves it alone (no decay either)
         return list(self.student.parameters()) + list(self.connectors.parameters())
 
-    def init_forward(self, x, y, index=None):
+    def init_forward_with(self, outputs, x, y, index=None):
         logits, s_feats = self.student.forward_groups(x, preact=self.preact)
-        with torch.no_grad():
-            _, t_feats = self.teacher.forward_groups(x, preact=self.preact)
+        t_feats = outputs.features[self.preact]
         return logits, {**_zero_terms(logits), "loss_init": self.options.w_init * self._ab(s_feats, t_feats)}
 
 
@@ -308,10 +319,8 @@ class FT(WithInitStage):
     def init_parameters(self) -> list[nn.Parameter]:
         return list(self.paraphraser.parameters())
 
-    def init_forward(self, x, y, index=None):
-        with torch.no_grad():
-            _, t_feats = self.teacher.forward_groups(x, preact=self.preact)
-        target = t_feats[-1][-1]
+    def init_forward_with(self, outputs, x, y, index=None):
+        target = outputs.features[self.preact][-1][-1]
         _, rec = self.paraphraser(target)
         # the CRD code's reconstruction loss: MSE
         return None, {**_zero_terms(target), "loss_init": F.mse_loss(rec, target)}
@@ -366,6 +375,16 @@ class FSP(WithInitStage):
         logits, stem, feats = forward_with_stem(model, x, preact=self.preact)
         return StemViews(logits, feats, stem=stem)
 
+    def teacher_request(self):
+        if "features" not in self.views:
+            return super().teacher_request()
+        return TeacherRequest(features=frozenset({self.preact}), stem=True)
+
+    def teacher_views(self, outputs):
+        if "features" not in self.views:
+            return super().teacher_views(outputs)
+        return StemViews(outputs.logits, outputs.features[self.preact], stem=outputs.stem)
+
     @staticmethod
     def _maps(stem: torch.Tensor | None, feats) -> list[torch.Tensor]:
         return ([stem] if stem is not None else []) + [g[-1] for g in feats]
@@ -377,10 +396,12 @@ class FSP(WithInitStage):
     def init_parameters(self) -> list[nn.Parameter]:
         return list(self.student.parameters())  # the classifier gets no gradient: SGD skips it
 
-    def init_forward(self, x, y, index=None):
+    def init_request(self):
+        return TeacherRequest(features=frozenset({self.preact}), stem=True)
+
+    def init_forward_with(self, outputs, x, y, index=None):
         logits, s_stem, s_feats = forward_with_stem(self.student, x, preact=self.preact)
-        with torch.no_grad():
-            _, t_stem, t_feats = forward_with_stem(self.teacher, x, preact=self.preact)
+        t_stem, t_feats = outputs.stem, outputs.features[self.preact]
         loss = fsp_loss(self._maps(s_stem, s_feats), self._maps(t_stem, t_feats))
         return logits, {**_zero_terms(logits), "loss_init": self.options.w_init * loss}
 
@@ -406,6 +427,9 @@ class ReviewKD(Distiller):
     paper = "Chen, Liu, Zhao & Jia, Distilling Knowledge via Knowledge Review, CVPR 2021"
     Options = ReviewKDOptions
     uses = frozenset({"embedding"})
+    # its `_views_of` changes the student's features only (student_preact); the teacher's are
+    # the base's (pre-ReLU maps and the embedding), so a shared forward serves it
+    shared_teacher = True
 
     def __init__(self, student, teacher, options, context) -> None:
         super().__init__(student, teacher, options, context)
