@@ -68,21 +68,18 @@ def train_teacher_once(spec, data) -> Path:
 
     folders, jobs = teacher_jobs(spec, data)
     for job in jobs:
-        train_teacher(job["model"], data, get_recipe(spec.protocol, spec.teacher_recipe_overrides()), job["seed"],
-                      job["store_dir"], device="cpu")
+        train_teacher(job.model, data, get_recipe(spec.protocol, spec.teacher_recipe_overrides()), job.seed,
+                      job.store_dir, device="cpu")
     return folders[TEACHER]
 
 
 def run_search(spec, data, teacher_dir: Path) -> tuple[list[dict], float]:
     """One search experiment as `dfa_ray.sweep.run_search` builds it; one summary per trial."""
-    from dfa_ray.spec import tune_space
-    from dfa_ray.sweep import common_config, fit_experiment, search_tune_config, with_data
+    from dfa_ray.sweep import fit_experiment, search_config, search_tune_config, with_data
     from dfa_ray.tune.trainables import SearchTrainable
 
     pair = spec.pairs[0]
-    param_space = {**common_config(spec, "search"), "teacher": pair.teacher, "student": pair.student,
-                   "teacher_path": str(teacher_dir), "seed": spec.search.seed, "epochs": spec.search.epochs,
-                   "options": {**spec.search.options, **tune_space(spec.search.space)}}
+    param_space = search_config(spec, pair, teacher_dir)
     lines: list[str] = []
     start = time.perf_counter()
     grid = fit_experiment(spec, f"search-{pair.dir_name}", with_data(SearchTrainable, data, spec), param_space,

@@ -105,12 +105,14 @@ def through_tune(spec, data, trials: int = 1) -> tuple[float, float, dict]:
     `trials` teacher trials (seeds 0, 1, ...) run one at a time with the sweep's TuneConfig."""
     from ray import tune
 
-    from dfa_ray.sweep import common_config, fit_experiment, grid_tune_config, teacher_jobs, with_data
+    from dfa_ray.sweep import fit_experiment, grid_tune_config, teacher_jobs, with_data
+    from dfa_ray.tune.configs import param_space as tune_param_space
     from dfa_ray.tune.trainables import TeacherTrainable
 
     _, jobs = teacher_jobs(spec, data)
-    jobs = [{**jobs[0], "seed": seed, "store_dir": f"{jobs[0]['store_dir']}-seed{seed}"} for seed in range(trials)]
-    param_space = {**common_config(spec, "teacher"), "job": tune.grid_search(jobs)}
+    jobs = [jobs[0].model_copy(update={"seed": seed, "store_dir": f"{jobs[0].store_dir}-seed{seed}"})
+            for seed in range(trials)]
+    param_space = tune_param_space(jobs, tune.grid_search)
     lines: list[str] = []
     start = time.perf_counter()
     grid = fit_experiment(spec, f"teachers-{trials}", with_data(TeacherTrainable, data, spec), param_space,

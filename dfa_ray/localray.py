@@ -37,7 +37,7 @@ def end_processes_mentioning(marker: str, sig: int = signal.SIGKILL) -> int:
 
 @contextlib.contextmanager
 def private_ray(prefix: str, num_cpus: int | None = None, log_level: str = "WARNING",
-                log_to_driver: bool = True) -> Iterator[float]:
+                log_to_driver: bool = True, num_gpus: int | None = None) -> Iterator[float]:
     """Start a local Ray in this process with a fresh temp dir (`prefix...` under the system
     temp dir); yields the seconds it took to start. Afterwards Ray is shut down, every process
     mentioning the temp dir is ended and the temp dir (session logs) is removed."""
@@ -45,7 +45,8 @@ def private_ray(prefix: str, num_cpus: int | None = None, log_level: str = "WARN
 
     temp_dir = tempfile.mkdtemp(prefix=prefix)
     start = time.perf_counter()
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
+    # num_gpus: logical GPUs a simulated cluster declares (benchmarks/cluster_schedule.py)
+    ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, _temp_dir=temp_dir,
              log_to_driver=log_to_driver, logging_config=ray.LoggingConfig(log_level=log_level))
     try:
         yield time.perf_counter() - start

@@ -595,12 +595,7 @@ def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1) -> Plan:
 
 
 def _search_trials(spec: Any) -> int:
-    # sweep.search_trial_count, without importing the sweep module (it imports Ray's side)
-    grid = 1
-    for dist in spec.search.space.values():
-        if dist.kind == "grid":
-            grid *= len(dist.values)
-    return grid * spec.search.num_samples
+    return spec.search.trial_count
 
 
 def _node(node_id: str, stage: str, pair: str | None, teacher: str, student: str | None, deps: tuple[str, ...],

@@ -236,6 +236,15 @@ class SearchSpec(_Spec):
     seed: Seed = 0
 
     @property
+    def trial_count(self) -> int:
+        """Trials of one pair's search: num_samples times the size of the grid dimensions."""
+        grid = 1
+        for dist in self.space.values():
+            if dist.kind == "grid":
+                grid *= len(dist.values)
+        return grid * self.num_samples
+
+    @property
     def mode(self) -> str:
         return METRIC_MODES[self.metric]
 

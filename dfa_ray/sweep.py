@@ -1,17 +1,29 @@
-"""A sweep spec -> teachers -> search -> distil, as Ray Tune experiments.
+"""A sweep spec -> a dependency graph of Ray Tune experiments: teachers, searches, distillations.
+
+The graph (dfa_ray.graph), one node per experiment:
+    teacher:<model>        trains one teacher (absent when the store or `teachers.from` has it)
+    search:<pair>          the pair's search, once its teacher is ready
+    distill:<pair>         the pair's baseline distillations, once its teacher is ready
+    distill-dfa:<pair>     the pair's dfa distillations (searched and reference genotypes),
+                           once its search has ended
+Every node runs as soon as the nodes it needs have succeeded, all of them at once as far as
+the cluster allows: Ray shares the resources, and `resources.max_concurrent` limits the
+running trials of the whole sweep (dfa_ray.tune.slots). Why one Tune experiment per pair's
+search rather than one experiment for the whole sweep: a scheduler compares the trials of one
+experiment on one metric, and accuracies of different pairs are not comparable; separate
+experiments also resume, fail and report separately. A node that fails skips only the nodes
+that need it; the others finish.
 
 Layout under `<storage>`:
-    teachers/<model>-<dataset>-<fingerprint>/   the teacher store, shared by every sweep
+    teachers/<model>-<dataset>-<fingerprint>/   the teacher store (dfa_ray.teacher_store)
     <name>/spec.json                            the validated spec this sweep ran with
-    <name>/tune/{teachers,search-<pair>,distill}/  the Tune experiments (checkpoints, state)
+    <name>/tune/<experiment>/                   one Tune experiment per node
     <name>/genotypes/<pair>.json                the genotype of each pair's best search trial
-    <name>/results/{epochs,trials}/             the Parquet results (dfa_ray.results)
+    <name>/results/                             the Parquet results (dfa_ray.results)
 
 Resume: running the same command again restores each experiment that exists
 (`Tuner.restore(..., resume_errored=True)`): finished trials are not re-run, unfinished ones
 continue from their last checkpoint; teachers already in the store are not trained again.
-Search runs one Tune experiment per pair, because ASHA compares trials on one metric and
-accuracies of different pairs are not comparable.
 """
 
 from __future__ import annotations
@@ -25,21 +37,60 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import json  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from typing import Any, Callable, Mapping  # noqa: E402
 
 import torch  # noqa: E402,F401  (torch before ray: see docs/design.md, import order)
 
 from dfa_ray.data import Dataset, load_dataset  # noqa: E402
 from dfa_ray.engine.checkpoint import atomic_write_json, first_line  # noqa: E402
-from dfa_ray.engine.recipes import get_recipe  # noqa: E402
-from dfa_ray.engine.teacher import CHECKPOINT_NAME, fingerprint, read_teacher_checkpoint, teacher_meta  # noqa: E402
-from dfa_ray.errors import CheckpointError, ConfigError  # noqa: E402
-from dfa_ray.spec import SweepSpec, safe_name, tune_space  # noqa: E402
+from dfa_ray.errors import ConfigError  # noqa: E402
+from dfa_ray.graph import GraphOutcome, Node, NodeFailed, run_graph  # noqa: E402
+from dfa_ray.names import safe_name  # noqa: E402
+from dfa_ray.spec import PairSpec, SweepSpec  # noqa: E402
+from dfa_ray.sweep_trials import (  # noqa: E402,F401  (re-exported: the sweep's public helpers)
+    common_config,
+    distill_trials,
+    group_trials,
+    is_dfa,
+    reference_options,
+    search_config,
+    search_trial_count,
+    teacher_jobs,
+    transferred_genotypes,
+)
+from dfa_ray.teacher_store import TeacherStore  # noqa: E402
+from dfa_ray.tune.configs import GroupTrial, param_space  # noqa: E402
 
 Logger = Callable[[str], None]
+
+
+def _group_trainable() -> type:
+    from dfa_ray.tune.trainables import GroupDistillTrainable
+
+    return GroupDistillTrainable
+
+
+@dataclass(frozen=True)
+class Trainables:
+    """The Trainable class of each stage: the seam through which a test double (e.g. the
+    scheduling benchmark's sleeping trainables) replaces the real ones; nothing else changes.
+    `group` runs the shared-teacher group trials of `distill.share_teacher` (a GroupTrial
+    config); a double that replaces `distill` but not `group` needs `share_teacher: false`."""
+
+    teacher: type
+    search: type
+    distill: type
+    group: type = field(default_factory=_group_trainable)
+
+    @classmethod
+    def default(cls) -> "Trainables":
+        from dfa_ray.tune.trainables import DistillTrainable, GroupDistillTrainable, SearchTrainable, TeacherTrainable
+
+        return cls(TeacherTrainable, SearchTrainable, DistillTrainable, GroupDistillTrainable)
 
 
 @dataclass
@@ -48,10 +99,40 @@ class SweepOutcome:
     teachers: dict[str, Path] = field(default_factory=dict)  # model -> teacher store folder
     genotypes: dict[str, dict] = field(default_factory=dict)  # pair name -> genotype document
     skipped: list[str] = field(default_factory=list)  # what could not run, and why
+    failed: list[str] = field(default_factory=list)  # nodes that failed, and why
+    grids: dict[str, Any] = field(default_factory=dict)  # node id -> its experiment's ResultGrid
+    graph: GraphOutcome | None = None
 
     @property
     def results_dir(self) -> Path:
         return self.sweep_dir / "results"
+
+
+def print_line(line: str) -> None:
+    """The default progress output. A module-level function, not `print` itself: Tune pickles
+    each experiment's callbacks (the progress callback holds this), and while one experiment
+    runs, Tune's output handling swaps `builtins.print`, which then no longer pickles."""
+    print(line, flush=True)
+
+
+class _PicklableLog:
+    """A caller's log function that survives Tune's pickling of the experiment's callbacks;
+    one that does not pickle (e.g. `print` while Tune has swapped it) is stored as print_line."""
+
+    def __init__(self, fn: Logger) -> None:
+        self.fn = fn
+
+    def __call__(self, line: str) -> None:
+        self.fn(line)
+
+    def __getstate__(self) -> dict[str, Any]:
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps(self.fn)
+            return {"fn": self.fn}
+        except Exception:  # anything unpicklable: the restored copy prints instead
+            return {"fn": print_line}
 
 
 # -- set-up ---------------------------------------------------------------------------------
@@ -93,14 +174,28 @@ def resources(spec: SweepSpec) -> dict[str, float]:
     return out
 
 
-def common_config(spec: SweepSpec, stage: str) -> dict[str, Any]:
-    return {"sweep": spec.name, "stage": stage, "dataset": spec.data.name,
-            "data_spec": {"name": spec.data.name, "root": spec.data.root, "options": dict(spec.data.options)},
-            "cpu": float(spec.resources.cpu), "gpu": float(spec.resources.gpu),
-            "fast": spec.fast.model_dump(), "plugins": list(spec.plugins)}
+def pool_name(spec: SweepSpec) -> str:
+    """The sweep's slot pool (dfa_ray.tune.slots): its folder, unique per running sweep."""
+    return str(spec.sweep_dir)
 
 
 # -- one Tune experiment, fresh or restored ----------------------------------------------------
+def trial_dirname(trial: Any) -> str:
+    """A trial's folder name: stage, pair, method and seed, then Tune's id (unique)."""
+    from dfa_ray.tune.configs import flat_config
+
+    config = flat_config(trial.config)
+    stage = config.get("stage", "trial")
+    if stage == "teacher":
+        what = f"{config.get('model')}-s{config.get('seed')}"
+    elif "members" in config:  # a shared-teacher group: its members are in its config
+        what = f"{config.get('teacher')}->{config.get('student')}-group-s{config.get('seed')}"
+    else:
+        pair = f"{config.get('teacher')}->{config.get('student')}"
+        what = f"{pair}-{config.get('method', 'search')}-s{config.get('seed')}"
+    return safe_name(f"{stage}-{what}-{trial.trial_id}")
+
+
 def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict[str, Any], tune_config: Any,
                    log: Logger, callbacks: list | None = None) -> Any:
     from ray import tune
@@ -117,7 +212,8 @@ def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict
             name=name, storage_path=str(root), verbose=0,
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=[ResultsCallback(spec.sweep_dir), ProgressCallback(log), *(callbacks or [])],
+            callbacks=[ResultsCallback(spec.sweep_dir), ProgressCallback(log), *run_callbacks(spec),
+                       *(callbacks or [])],
         )
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
@@ -127,12 +223,68 @@ def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict
     return grid
 
 
-def grid_tune_config(spec: SweepSpec) -> Any:
+def run_callbacks(spec: SweepSpec) -> list:
+    """Tune's own loggers and the user's callbacks named in the spec's `run` section."""
+    from dfa_ray.tune.loggers import tune_callbacks
+
+    return tune_callbacks(spec.run)
+
+
+def grid_tune_config(spec: SweepSpec, experiment: str = "") -> Any:
     """A grid experiment's TuneConfig. Actors are reused: the next trial of a slot runs in the
     process of the one before (`reset_config`), skipping a fresh worker's start-up."""
     from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
 
-    return tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=True)
+    from dfa_ray.tune.slots import GatedVariantGenerator, SlotScheduler
+
+    limit = spec.resources.max_concurrent or 0
+    return tune.TuneConfig(search_alg=GatedVariantGenerator(max_concurrent=limit, pool=pool_name(spec),
+                                                            experiment=experiment),
+                           scheduler=SlotScheduler(FIFOScheduler(), pool_name(spec), experiment),
+                           reuse_actors=True, trial_dirname_creator=trial_dirname)
+
+
+def search_tune_config(spec: SweepSpec, experiment: str = "") -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from dfa_ray.spec import first_rung
+    from dfa_ray.tune.schedulers import SynchronousHalving
+    from dfa_ray.tune.slots import GatedLimiter, GatedVariantGenerator, SlotScheduler
+
+    s = spec.search
+    grace = first_rung(spec)
+    limit = spec.resources.max_concurrent
+    if s.scheduler.type == "asha":
+        scheduler: Any = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs, grace_period=grace,
+                                       reduction_factor=s.scheduler.reduction_factor)
+    elif s.scheduler.type == "sha":
+        # every trial must exist for a rung to be decided, and paused trials must not hold a
+        # slot: the generator creates trials as slots free up and a paused trial gives its
+        # slot back (dfa_ray.tune.slots), so the whole-sweep limit also holds for SHA
+        scheduler = SynchronousHalving(max_t=s.epochs, grace_period=grace,
+                                       reduction_factor=s.scheduler.reduction_factor,
+                                       num_trials=search_trial_count(spec))
+        limit = None
+    else:
+        scheduler = FIFOScheduler()
+    pool = pool_name(spec)
+    if s.searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg: Any = GatedLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed)),
+                                       max_concurrent=spec.resources.max_concurrent or search_trial_count(spec),
+                                       pool=pool, experiment=experiment)
+    else:
+        # A SearchAlgorithm, not a Searcher: Tune ignores max_concurrent_trials for it (with a
+        # warning), so the limit goes to the generator itself.
+        search_alg = GatedVariantGenerator(random_state=s.seed, max_concurrent=limit or 0, pool=pool,
+                                           experiment=experiment)
+    return tune.TuneConfig(metric=s.metric, mode=s.mode, scheduler=SlotScheduler(scheduler, pool, experiment),
+                           search_alg=search_alg, num_samples=s.num_samples, reuse_actors=True,
+                           trial_dirname_creator=trial_dirname)
 
 
 def with_data(cls: type, data: Dataset, spec: SweepSpec) -> Any:
@@ -140,137 +292,6 @@ def with_data(cls: type, data: Dataset, spec: SweepSpec) -> Any:
     from ray import tune
 
     return tune.with_resources(tune.with_parameters(cls, data=data), resources(spec))
-
-
-# -- stage 1: teachers -------------------------------------------------------------------------
-def teacher_jobs(spec: SweepSpec, data: Dataset) -> tuple[dict[str, Path], list[dict[str, Any]]]:
-    """The store folder of every teacher, and the jobs for those not in the store yet."""
-    from dfa_ray.importer import resolve_spec_teachers
-
-    recipe = get_recipe(spec.protocol, spec.teacher_recipe_overrides())
-    # teachers taken as they are (`teachers.from`: imported, or named folders): never trained
-    folders: dict[str, Path] = resolve_spec_teachers(spec.teachers.from_, spec.teacher_store, spec.teacher_names,
-                                                     data.info.name)
-    jobs: list[dict[str, Any]] = []
-    for model in spec.teacher_names:
-        if model in folders:
-            continue
-        meta = teacher_meta(model, data, recipe, spec.teachers.seed)
-        folder = spec.teacher_store / f"{safe_name(model)}-{safe_name(data.info.name)}-{fingerprint(meta)}"
-        folders[model] = folder
-        if not teacher_finished(folder):
-            jobs.append({"model": model, "seed": spec.teachers.seed, "recipe": recipe.to_dict(),
-                         "store_dir": str(folder)})
-    return folders, jobs
-
-
-def teacher_finished(folder: Path) -> bool:
-    if not (folder / CHECKPOINT_NAME).exists():
-        return False
-    try:
-        _, state = read_teacher_checkpoint(folder)
-    except CheckpointError:
-        return False  # a damaged store entry is trained again
-    return "model" in state
-
-
-def run_teachers(spec: SweepSpec, data: Dataset, log: Logger, callbacks: list | None = None) -> dict[str, Path]:
-    from ray import tune
-
-    from dfa_ray.tune.trainables import TeacherTrainable
-
-    folders, jobs = teacher_jobs(spec, data)
-    for model, folder in folders.items():
-        if not any(j["model"] == model for j in jobs):
-            log(f"[sweep] teacher {model}: taken from the store ({folder})")
-    if jobs:
-        log(f"[sweep] training {len(jobs)} teacher(s): {', '.join(j['model'] for j in jobs)}")
-        param_space = {**common_config(spec, "teacher"), "job": tune.grid_search(jobs)}
-        fit_experiment(spec, "teachers", with_data(TeacherTrainable, data, spec), param_space,
-                       grid_tune_config(spec), log, callbacks)
-    missing = [m for m, f in folders.items() if not teacher_finished(f)]
-    if missing:
-        raise ConfigError(f"teacher training failed for {', '.join(missing)}; see the errored trials under "
-                          f"{spec.sweep_dir / 'tune' / 'teachers'} and the trials table of the results")
-    return folders
-
-
-# -- stage 2: search ---------------------------------------------------------------------------
-def search_tune_config(spec: SweepSpec) -> Any:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from dfa_ray.spec import first_rung
-    from dfa_ray.tune.schedulers import SynchronousHalving
-
-    s = spec.search
-    grace = first_rung(spec)
-    limit = spec.resources.max_concurrent
-    if s.scheduler.type == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.epochs, grace_period=grace,
-                                  reduction_factor=s.scheduler.reduction_factor)
-    elif s.scheduler.type == "sha":
-        # every trial must exist for a rung to be decided, and paused trials must not hold a
-        # slot: the generator creates all of them and the scheduler caps the running ones
-        scheduler = SynchronousHalving(max_t=s.epochs, grace_period=grace,
-                                       reduction_factor=s.scheduler.reduction_factor,
-                                       num_trials=search_trial_count(spec), max_running=limit)
-        limit = None
-    else:
-        scheduler = FIFOScheduler()
-    if s.searcher == "optuna":
-        import optuna
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg: Any = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed))
-        if spec.resources.max_concurrent:
-            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.resources.max_concurrent)
-        max_concurrent = None
-    else:
-        # A SearchAlgorithm, not a Searcher: Tune ignores max_concurrent_trials for it (with a
-        # warning), so the limit goes to the generator itself.
-        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=limit or 0)
-        max_concurrent = None
-    return tune.TuneConfig(metric=s.metric, mode=s.mode, scheduler=scheduler, search_alg=search_alg,
-                           num_samples=s.num_samples, max_concurrent_trials=max_concurrent,
-                           reuse_actors=True)
-
-
-def search_trial_count(spec: SweepSpec) -> int:
-    """Trials of one pair's search: num_samples times the size of the grid dimensions."""
-    grid = 1
-    for dist in spec.search.space.values():
-        if dist.kind == "grid":
-            grid *= len(dist.values)
-    return grid * spec.search.num_samples
-
-
-def run_search(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], log: Logger,
-               callbacks: list | None = None) -> dict[str, dict]:
-    from dfa_ray.tune.trainables import SearchTrainable
-
-    trainable = with_data(SearchTrainable, data, spec)
-    genotypes: dict[str, dict] = {}
-    for pair in spec.pairs:
-        param_space = {**common_config(spec, "search"), "teacher": pair.teacher, "student": pair.student,
-                       "teacher_path": str(teachers[pair.teacher]), "seed": spec.search.seed,
-                       "epochs": spec.search.epochs,
-                       "options": {**spec.search.options, **tune_space(spec.search.space)}}
-        log(f"[sweep] searching {pair.name}: {search_trial_count(spec)} trial(s) x {spec.search.epochs} epochs, "
-            f"{spec.search.scheduler.type}, searcher {spec.search.searcher}")
-        grid = fit_experiment(spec, f"search-{pair.dir_name}", trainable, param_space, search_tune_config(spec), log,
-                              callbacks)
-        best = best_genotype(grid, spec.search.epochs)
-        if best is None:
-            log(f"[sweep] no search trial of {pair.name} finished; its dfa runs are skipped")
-            continue
-        genotypes[pair.name] = best
-        atomic_write_json(spec.sweep_dir / "genotypes" / f"{pair.dir_name}.json", best)
-        weights = " | ".join(" ".join(f"{w:.2f}" for w in g["weights"]) for g in best["groups"])
-        log(f"[sweep] {pair.name}: best search trial {best.get('trial_id')}, alpha [{weights}]")
-    return genotypes
 
 
 def best_genotype(grid: Any, epochs: int) -> dict | None:
@@ -293,91 +314,157 @@ def best_genotype(grid: Any, epochs: int) -> dict | None:
     return json.loads(text)
 
 
-# -- stage 3: distillation ---------------------------------------------------------------------
-def distill_jobs(spec: SweepSpec, teachers: dict[str, Path], genotypes: dict[str, dict],
-                 skipped: list[str]) -> list[dict[str, Any]]:
-    recipe = get_recipe(spec.protocol, spec.distill_recipe_overrides())
-    jobs = []
-    for pair in spec.pairs:
-        for method in spec.distill.methods:
-            base, _, reference = method.partition(":")
-            genotype: Any = None
-            options = dict(spec.distill.options.get(method, {}))
-            if base == "dfa":
-                genotype = reference or genotypes.get(pair.name)
-                if genotype is None:
-                    skipped.append(f"{pair.name} dfa: no finished search trial")
-                    continue
-                if reference:
-                    options = reference_options(spec, genotypes.get(pair.name), options)
-            transfer = None
-            if isinstance(genotype, dict) and "_transfer" in genotype:
-                genotype = dict(genotype)
-                transfer = genotype.pop("_transfer")
-            for seed in spec.distill.seeds:
-                jobs.append({"transfer": transfer, "teacher": pair.teacher, "student": pair.student, "teacher_path": str(teachers[pair.teacher]),
-                             "method": base, "method_options": options,
-                             "genotype": genotype, "seed": seed, "recipe": recipe.to_dict()})
-    return jobs
+# -- the graph's nodes ----------------------------------------------------------------------------
+class SweepGraph:
+    """The nodes of one sweep, each a closure over the spec, the dataset and the outcome."""
+
+    def __init__(self, spec: SweepSpec, data: Dataset, trainables: Trainables, log: Logger,
+                 callbacks: list | None, outcome: SweepOutcome, transferred: dict[str, dict] | None,
+                 order: str = "graph") -> None:
+        self.spec, self.data, self.trainables, self.log, self.order = spec, data, trainables, log, order
+        self.callbacks, self.outcome, self.transferred = callbacks, outcome, transferred
+        self.store = TeacherStore(spec.teacher_store)
+        # each stage's trainable wrapped once: `with_parameters` puts the dataset into the object
+        # store at every call, and every experiment of a stage can share one copy
+        self._wrapped: dict[type, Any] = {}
+        self._wrap_lock = threading.Lock()
+
+    def _trainable(self, cls: type) -> Any:
+        from ray import tune
+
+        with self._wrap_lock:
+            if cls not in self._wrapped:
+                # a trainable that declares `takes_data = False` (a test double) is not handed
+                # the dataset, so its workers need not import what unpickling it needs (torch)
+                self._wrapped[cls] = (with_data(cls, self.data, self.spec) if getattr(cls, "takes_data", True)
+                                      else tune.with_resources(cls, resources(self.spec)))
+            return self._wrapped[cls]
+
+    def _fit(self, node_id: str, experiment: str, cls: type, space: dict[str, Any], tune_config: Any) -> Any:
+        grid = fit_experiment(self.spec, experiment, self._trainable(cls), space, tune_config,
+                              self.log, self.callbacks)
+        self.outcome.grids[node_id] = grid
+        return grid
+
+    def nodes(self) -> list[Node]:
+        spec = self.spec
+        folders, jobs = teacher_jobs(spec, self.data)
+        self.outcome.teachers = dict(folders)
+        pending = {job.model: job for job in jobs}
+        out: list[Node] = []
+        for model in spec.teacher_names:
+            if model in pending:
+                out.append(Node(f"teacher:{model}", self._teacher_node(pending[model])))
+            else:
+                self.log(f"[sweep] teacher {model}: taken from the store ({folders[model]})")
+                out.append(Node(f"teacher:{model}", lambda _inputs, folder=folders[model]: folder))
+        for pair in spec.pairs:
+            teacher_id = f"teacher:{pair.teacher}"
+            searched = self.transferred is None and spec.search.enabled
+            if searched:
+                out.append(Node(f"search:{pair.name}", self._search_node(pair), (teacher_id,)))
+            if not spec.distill.enabled:
+                continue
+            baselines = [m for m in spec.distill.methods if not is_dfa(m)]
+            dfa = [m for m in spec.distill.methods if is_dfa(m)]
+            if baselines:
+                out.append(Node(f"distill:{pair.name}", self._distill_node(pair, baselines, teacher_id, None),
+                                (teacher_id,)))
+            if dfa and (searched or self.transferred is not None):
+                deps = (teacher_id, f"search:{pair.name}") if searched else (teacher_id,)
+                out.append(Node(f"distill-dfa:{pair.name}",
+                                self._distill_node(pair, dfa, teacher_id, f"search:{pair.name}" if searched else None),
+                                deps))
+            elif dfa:
+                self.outcome.skipped.append(f"{pair.name} {', '.join(dfa)}: search is disabled and no "
+                                            "distill.genotype_from is given")
+        return barrier_order(out) if self.order == "barriers" else out
+
+    def _teacher_node(self, job: Any) -> Callable[[Mapping[str, Any]], Path]:
+        def run(_inputs: Mapping[str, Any]) -> Path:
+            from ray import tune
+
+            self.log(f"[sweep] training teacher {job.model}")
+            self._fit(f"teacher:{job.model}", f"teacher-{safe_name(job.model)}", self.trainables.teacher,
+                      param_space([job], tune.grid_search), grid_tune_config(self.spec, f"teacher-{job.model}"))
+            if not self.store.finished(job.store_dir):
+                raise NodeFailed(f"teacher {job.model} did not finish training; see the errored trial under "
+                                 f"{self.spec.sweep_dir / 'tune' / ('teacher-' + safe_name(job.model))}")
+            return Path(job.store_dir)
+        return run
+
+    def _search_node(self, pair: PairSpec) -> Callable[[Mapping[str, Any]], dict]:
+        def run(inputs: Mapping[str, Any]) -> dict:
+            spec = self.spec
+            experiment = f"search-{pair.dir_name}"
+            self.log(f"[sweep] searching {pair.name}: {search_trial_count(spec)} trial(s) x {spec.search.epochs} "
+                     f"epochs, {spec.search.scheduler.type}, searcher {spec.search.searcher}")
+            grid = self._fit(f"search:{pair.name}", experiment, self.trainables.search,
+                             search_config(spec, pair, inputs[f"teacher:{pair.teacher}"]),
+                             search_tune_config(spec, experiment))
+            best = best_genotype(grid, spec.search.epochs)
+            if best is None:
+                raise NodeFailed(f"no search trial of {pair.name} finished")
+            atomic_write_json(spec.sweep_dir / "genotypes" / f"{pair.dir_name}.json", best)
+            self.outcome.genotypes[pair.name] = best
+            weights = " | ".join(" ".join(f"{w:.2f}" for w in g["weights"]) for g in best["groups"])
+            self.log(f"[sweep] {pair.name}: best search trial {best.get('trial_id')}, alpha [{weights}]")
+            return best
+        return run
+
+    def _distill_node(self, pair: PairSpec, methods: list[str], teacher_id: str,
+                      search_id: str | None) -> Callable[[Mapping[str, Any]], Any]:
+        def run(inputs: Mapping[str, Any]) -> Any:
+            from ray import tune
+
+            genotype = inputs[search_id] if search_id else (self.transferred or {}).get(pair.name)
+            jobs = distill_trials(self.spec, pair, inputs[teacher_id], methods, genotype)
+            trials = group_trials(self.spec, jobs)
+            grouped = any(isinstance(t, GroupTrial) for t in trials)
+            kind = "distill-dfa" if search_id or any(is_dfa(m) for m in methods) else "distill"
+            experiment = f"{kind}-{pair.dir_name}"
+            how = (f"{len(trials)} shared-teacher group trial(s) of {len(methods)} methods" if grouped
+                   else f"{len(trials)} trial(s)")
+            self.log(f"[sweep] distilling {pair.name}: {how} = {', '.join(methods)} x "
+                     f"{len(self.spec.distill.seeds)} seed(s)")
+            cls = self.trainables.group if grouped else self.trainables.distill
+            return self._fit(f"{kind}:{pair.name}", experiment, cls,
+                             param_space(trials, tune.grid_search), grid_tune_config(self.spec, experiment))
+        return run
 
 
-def transferred_genotypes(spec: SweepSpec, log: Logger) -> dict[str, dict]:
-    """Each pair's genotype from `distill.genotype_from` (DFA-T), checked to be for the same
-    architectures; a genotype from another dataset is marked as a transfer, and the job then
-    records where it came from (`transfer.source_dataset`, `transfer.genotype`)."""
-    from dfa_ray.dfa.genotype import Genotype
-
-    source = spec.distill.genotype_from
-    out: dict[str, dict] = {}
-    for pair in spec.pairs:
-        path = source.path_for(pair.dir_name, spec.storage)
-        if not path.is_file():
-            raise ConfigError(f"distill.genotype_from: no genotype for {pair.name} at {path}; run the source "
-                              "sweep's search first, or fix the path")
-        genotype = Genotype.load(path)
-        if (genotype.teacher, genotype.student) != (pair.teacher, pair.student):
-            raise ConfigError(f"distill.genotype_from: {path} is for {genotype.teacher} -> {genotype.student}, "
-                              f"not {pair.name}; genotype transfer needs the same architectures")
-        doc = genotype.to_dict()
-        if genotype.dataset != spec.data.name:
-            doc["_transfer"] = {"source_dataset": genotype.dataset, "genotype": str(path)}
-        out[pair.name] = doc
-        log(f"[sweep] {pair.name}: genotype from {path} (searched on {genotype.dataset})")
+def barrier_order(nodes: list[Node]) -> list[Node]:
+    """The same nodes in the order of the earlier, barrier-driven sweep: every teacher first,
+    then one pair's search after the other, then every distillation. Kept to measure what the
+    graph gains (benchmarks/cluster_schedule.py), not as a way to run studies."""
+    teachers = [n.id for n in nodes if n.id.startswith("teacher:")]
+    searches = [n.id for n in nodes if n.id.startswith("search:")]
+    out = []
+    for n in nodes:
+        extra: tuple[str, ...] = ()
+        if n.id.startswith("search:"):
+            i = searches.index(n.id)
+            extra = tuple(teachers) + ((searches[i - 1],) if i else ())
+        elif n.id.startswith("distill"):
+            extra = tuple(teachers) + tuple(searches)
+        deps = tuple(dict.fromkeys(n.depends_on + extra))
+        out.append(Node(n.id, n.run, deps))
     return out
 
 
-def reference_options(spec: SweepSpec, searched: dict | None, own: dict[str, Any]) -> dict[str, Any]:
-    """The options of a reference-genotype run (dfa:last, dfa:average, dfa:random): exactly
-    those of the pair's searched `dfa` run (its feature weight = the search's lambda, its
-    feature kind and candidate scaling, the spec's dfa options), so the two differ in the aggregation alone; the
-    reference's own spec options still win (an ablation may want to vary them on purpose)."""
-    from dfa_ray.engine.methods.dfa import options_from_search
-
-    inherited = options_from_search((searched or {}).get("options", {}))
-    return {**inherited, **spec.distill.options.get("dfa", {}), **own}
-
-
-def run_distill(spec: SweepSpec, data: Dataset, teachers: dict[str, Path], genotypes: dict[str, dict],
-                skipped: list[str], log: Logger, callbacks: list | None = None) -> None:
-    from ray import tune
-
-    from dfa_ray.tune.trainables import DistillTrainable
-
-    jobs = distill_jobs(spec, teachers, genotypes, skipped)
-    if not jobs:
-        return
-    log(f"[sweep] distilling: {len(jobs)} trial(s) = pairs x methods x seeds")
-    param_space = {**common_config(spec, "distill"), "job": tune.grid_search(jobs)}
-    fit_experiment(spec, "distill", with_data(DistillTrainable, data, spec), param_space,
-                   grid_tune_config(spec), log, callbacks)
-
-
 # -- the whole sweep -----------------------------------------------------------------------------
-def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print,
-              ray_init: dict[str, Any] | None = None, callbacks: list | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep; returns where everything is. `callbacks`: extra Tune
-    callbacks for every experiment (monitoring, fault injection in tests)."""
+def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print_line,
+              ray_init: dict[str, Any] | None = None, callbacks: list | None = None,
+              trainables: Trainables | None = None, order: str = "graph") -> SweepOutcome:
+    """Run (or resume) the sweep; returns where everything is, with every experiment's
+    ResultGrid (`outcome.grids`, by node id). `callbacks`: extra Tune callbacks for every
+    experiment (monitoring, fault injection in tests); `trainables`: the stages' Trainable
+    classes (default: the real ones); `order`: "graph" (every node as soon as it can run) or
+    "barriers" (the earlier stage-by-stage order, for comparison)."""
+    from dfa_ray.tune.slots import close_pool, open_pool
+
     start = time.perf_counter()
+    log = log if isinstance(log, _PicklableLog) else _PicklableLog(log)
     check_storage(spec.storage)
     check_storage(spec.sweep_dir)
     atomic_write_json(spec.sweep_dir / "spec.json", spec.to_dict())
@@ -385,15 +472,27 @@ def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print,
     transferred = transferred_genotypes(spec, log) if spec.distill.genotype_from is not None else None
     data = load_dataset(spec.data.name, root=spec.data.root, **dict(spec.data.options))
     connect(address, ray_init)
+    from dfa_ray.tune import registry_lock
+
+    registry_lock.install()  # the graph starts experiments from several threads at once
     outcome = SweepOutcome(spec.sweep_dir)
-    log(f"[sweep] {spec.name}: {len(spec.pairs)} pair(s) on {data.info.name}, storage {spec.storage}")
-    outcome.teachers = run_teachers(spec, data, log, callbacks)
     if transferred is not None:
-        outcome.genotypes = transferred
-    elif spec.search.enabled:
-        outcome.genotypes = run_search(spec, data, outcome.teachers, log, callbacks)
-    if spec.distill.enabled:
-        run_distill(spec, data, outcome.teachers, outcome.genotypes, outcome.skipped, log, callbacks)
+        outcome.genotypes = dict(transferred)
+    log(f"[sweep] {spec.name}: {len(spec.pairs)} pair(s) on {data.info.name}, storage {spec.storage}")
+    if order not in ("graph", "barriers"):
+        raise ValueError(f"order must be 'graph' or 'barriers', not {order!r}")
+    graph = SweepGraph(spec, data, trainables or Trainables.default(), log, callbacks, outcome, transferred, order)
+    open_pool(pool_name(spec), spec.resources.max_concurrent)
+    try:
+        outcome.graph = run_graph(graph.nodes(), log)
+    finally:
+        close_pool(pool_name(spec))
+    for node in outcome.graph.with_status("failed"):
+        outcome.failed.append(f"{node.id}: {node.reason}")
+    for node in outcome.graph.with_status("skipped"):
+        outcome.skipped.append(f"{node.id}: {node.reason}")
+    for note in outcome.failed:
+        log(f"[sweep] failed: {note}")
     for note in outcome.skipped:
         log(f"[sweep] skipped: {note}")
     log(f"[sweep] done in {time.perf_counter() - start:.0f} s; results in {outcome.results_dir}")

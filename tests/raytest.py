@@ -64,7 +64,7 @@ def train_store_teacher(spec_dict: dict[str, Any]) -> Path:
     folders, jobs = teacher_jobs(spec, data)
     for job in jobs:
         recipe = get_recipe(spec.protocol, spec.teacher_recipe_overrides())
-        train_teacher(job["model"], data, recipe, job["seed"], job["store_dir"], device="cpu")
+        train_teacher(job.model, data, recipe, job.seed, job.store_dir, device="cpu")
     return folders[spec.pairs[0].teacher]
 
 

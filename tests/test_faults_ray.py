@@ -102,7 +102,7 @@ def raw_duplicates(sweep_dir: Path) -> int:
     count = 0
     for table, key in (("epochs", ("stage", "trial_id", "epoch")), ("trials", ("stage", "trial_id"))):
         seen: Counter = Counter()
-        for path in (sweep_dir / "results" / table).glob("*.parquet"):
+        for path in (sweep_dir / "results" / table).rglob("*.parquet"):
             for row in pq.read_table(path, columns=list(key)).to_pylist():
                 seen[tuple(row[k] for k in key)] += 1
         count += sum(n - 1 for n in seen.values() if n > 1)
@@ -149,17 +149,19 @@ def cluster_nodes(address: str, env: dict) -> list[dict]:
 
 
 def running_on(sweep_dir: Path, node_id: str) -> list[dict]:
-    """Distill trials whose latest summary says: running on `node_id`, not at the last epoch."""
+    """Search and distill trials whose latest summary says: running on `node_id`, not at their
+    last epoch (the sweep's graph runs searches and baselines at once, either may be there)."""
     import pyarrow.parquet as pq
 
     out = []
-    for path in (sweep_dir / "results" / "trials").glob("distill__*.parquet"):
+    for path in [*(sweep_dir / "results" / "trials").glob("distill__*.parquet"),
+                 *(sweep_dir / "results" / "trials").glob("search__*.parquet")]:
         try:
             row = pq.read_table(path).to_pylist()[0]
         except Exception:  # noqa: BLE001 - a file being replaced: look again next time
             continue
         machine = json.loads(row["machine"] or "{}")
-        if row["status"] == "running" and machine.get("node_id") == node_id and 1 <= row["epochs_run"] < EPOCHS:
+        if row["status"] == "running" and machine.get("node_id") == node_id and 1 <= row["epochs_run"] < row["epochs_planned"]:
             out.append(row)
     return out
 
@@ -201,10 +203,11 @@ def kill_node(marker: str) -> int:
     return killed
 
 
-def trial_nodes(experiment: Path) -> dict[str, list[str]]:
-    """Per trial folder of a Tune experiment: the node of every result, in order."""
+def trial_nodes(experiment: Path, pattern: str = "*/result.json") -> dict[str, list[str]]:
+    """Per trial folder of a Tune experiment (or of every experiment, with `pattern`): the
+    node of every result, in order."""
     out = {}
-    for log in experiment.glob("*/result.json"):
+    for log in experiment.glob(pattern):
         nodes = []
         for line in log.read_text().splitlines():
             try:
@@ -217,7 +220,8 @@ def trial_nodes(experiment: Path) -> dict[str, list[str]]:
 
 def test_a_killed_worker_node_does_not_stop_the_sweep(storage, tmp_path, request):
     assert_loopback_only()
-    spec = fault_spec("workerkill", storage)
+    # one trial per job: the victims are found by their trial ids in Tune's trial folders
+    spec = fault_spec("workerkill", storage, share_teacher=False)
     spec_path = write_spec(tmp_path / "spec.yaml", spec)
     sweep_dir = storage / "workerkill"
     venv_bin = Path(sys.executable).parent
@@ -255,7 +259,7 @@ def test_a_killed_worker_node_does_not_stop_the_sweep(storage, tmp_path, request
                 [sys.executable, "-m", "dfa_ray.cli", "sweep", str(spec_path), "--address", f"127.0.0.1:{port}"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
         wait_for(lambda: driver.poll() is not None or bool(running_on(sweep_dir, worker_id)), timeout=300,
-                 interval=0.3, what="a distillation trial running on the worker node")
+                 interval=0.3, what="a search or distillation trial running on the worker node")
         assert driver.poll() is None, "the driver ended before the worker node was killed:\n" + driver_log.read_text()[-3000:]
         victims = running_on(sweep_dir, worker_id)
         killed = kill_node(worker_tmp)  # the worker node: `ray start`, raylet, agents, trial processes
@@ -280,7 +284,7 @@ def test_a_killed_worker_node_does_not_stop_the_sweep(storage, tmp_path, request
     for trial_id, rows in epochs[epochs.stage == "distill"].groupby("trial_id"):
         assert sorted(rows.epoch) == list(range(1, EPOCHS + 1)), f"{trial_id}: epochs {sorted(rows.epoch)}"
     # the killed trial went on on the head, from its checkpoint (not from epoch 1 again)
-    nodes = trial_nodes(sweep_dir / "tune" / "distill")
+    nodes = trial_nodes(sweep_dir / "tune", "*/*/result.json")
     victim_ids = {v["trial_id"] for v in victims}
     moved = {name: seq for name, seq in nodes.items() if any(tid in name for tid in victim_ids)}
     assert moved, f"no result log for the killed trial(s) {victim_ids}: {sorted(nodes)}"
@@ -311,10 +315,11 @@ def trial_checkpoints(storage, ray_cluster, tmp_path_factory):
     assert not jobs, "the teacher is in the store"
     from dfa_ray.engine.recipes import get_recipe
 
-    config = {"sweep": "checkpoints", "stage": "distill", "dataset": "digits", "data_spec": {"name": "digits"},
+    config = {"sweep": "checkpoints", "stage": "distill", "dataset": "digits",
+              "data_spec": {"name": "digits", "root": None, "options": {}}, "fast": {}, "plugins": [],
               "seed": 0, "cpu": 1, "gpu": 0, "teacher": "resnet14", "student": "resnet8",
               "teacher_path": str(folders["resnet14"]), "method": "kd", "genotype": None, "method_options": {},
-              "recipe": get_recipe("quick", {"epochs": EPOCHS, "batch_size": 256}).to_dict()}
+              "recipe": get_recipe("quick", {"epochs": EPOCHS, "batch_size": 256}).model_dump(mode="json")}
     first = make_trainable(config, data)
     pristine = tmp_path_factory.mktemp("pristine-trial")
     metrics = {}
@@ -416,7 +421,7 @@ def test_a_reused_actor_runs_the_next_trial_as_a_fresh_one_would(trial_checkpoin
     trainable = make_trainable(other, data)
     assert trainable.step()["train_loss"] != metrics[1]["train_loss"]
     assert trainable.reset_config(dict(config)) is True
-    assert trainable.run.epoch == 0 and trainable.settings["method"] == "kd"
+    assert trainable.run.epoch == 0 and trainable.settings.method == "kd"
     replay = [trainable.step() for _ in (1, 2)]
     for epoch, result in zip((1, 2), replay):
         for key in ("train_loss", "val_acc", "val_loss"):
@@ -435,7 +440,9 @@ def test_a_nonfinite_loss_errors_that_trial_and_the_sweep_goes_on(storage, basel
 
     # 1e39 is a finite float64 that the spec accepts; as float32 it is inf, so the kd loss
     # (w_kl * KL) is inf or NaN from the first batch on: deterministic, no monkeypatching.
-    spec = fault_spec("nonfinite", storage, options={"kd": {"w_kl": 1e39}})
+    # one trial per job: kd's own Tune trial log is checked below (a diverged member of a
+    # shared-teacher group: tests/test_group_ray.py)
+    spec = fault_spec("nonfinite", storage, options={"kd": {"w_kl": 1e39}}, share_teacher=False)
     assert parse_spec(spec).distill.options["kd"]["w_kl"] == 1e39
     outcome, lines = run(spec)
     cov = coverage(outcome.sweep_dir)
@@ -449,7 +456,7 @@ def test_a_nonfinite_loss_errors_that_trial_and_the_sweep_goes_on(storage, basel
     assert (trials[trials.stage == "search"].status == "completed").all()
     assert any("non-finite" in line for line in lines), "the progress lines report it"
     # ended once, not retried into the same NaN
-    kd_logs = [log for log in (outcome.sweep_dir / "tune" / "distill").glob("*/result.json")
+    kd_logs = [log for log in (outcome.sweep_dir / "tune" / "distill-resnet14-to-resnet8").glob("*/result.json")
                if kd.trial_id in log.parent.name]
     assert len(kd_logs) == 1, kd_logs
     kd_results = [json.loads(line) for line in kd_logs[0].read_text().splitlines()]
@@ -497,10 +504,11 @@ def test_a_truncated_results_file_is_skipped_then_rewritten_on_resume(finished_s
     spec, sweep_dir, before = finished_sweep
     epochs, _ = before["frames"]
     victim = epochs[(epochs.stage == "distill") & (epochs.method == "vanilla") & (epochs.epoch == 2)].iloc[0]
-    path = ResultsWriter(sweep_dir).epoch_path("distill", victim.trial_id, 2)
+    # a finished trial's epochs are one compacted file: truncating it loses all of them
+    path = ResultsWriter(sweep_dir).trial_epochs_path("distill", victim.trial_id)
     t = damage_and_resume(spec, sweep_dir, path)
     assert any(str(path) in m for m in t["skipped"]), t["skipped"]
-    assert len(t["damaged"][0]) == before["epoch_rows"] - 1
+    assert len(t["damaged"][0]) == before["epoch_rows"] - EPOCHS
     assert any("resuming experiment distill" in line for line in t["lines"])
     cov = t["after"]  # coverage() raises if any file is still unreadable
     epochs, _ = cov["frames"]

@@ -751,7 +751,8 @@ def test_code_executing_pickles_are_refused(tmp_path, tiny_teacher, digits_data,
     # No Ray here: outside a Ray process ray.get_gpu_ids() (in trial_device) would start one.
     monkeypatch.setattr("dfa_ray.tune.trainables.trial_device", lambda gpu: torch.device("cpu"))
     trial = DistillTrainable.__new__(DistillTrainable)
-    trial.setup({"sweep": "s", "stage": "distill", "dataset": "digits", "data_spec": {"name": "digits"}, "seed": 0,
+    trial.setup({"sweep": "s", "stage": "distill", "dataset": "digits",
+                 "data_spec": {"name": "digits", "root": None, "options": {}}, "fast": {}, "plugins": [], "seed": 0,
                  "cpu": 1, "gpu": 0, "teacher": "resnet14", "student": "resnet8",
                  "teacher_path": str(tiny_teacher[0]), "method": "vanilla", "genotype": None, "method_options": {},
                  "recipe": get_recipe("quick", {"epochs": 2, "batch_size": 256}).model_dump(mode="json")}, data=digits_data)

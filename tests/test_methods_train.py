@@ -133,7 +133,8 @@ def test_fitnet_and_at_pairing_by_index_or_by_size():
 
 
 def _trial_config(method, teacher_dir, options=None, genotype=None):
-    return {"sweep": "s", "stage": "distill", "dataset": "digits", "data_spec": {"name": "digits"}, "seed": 0,
+    return {"sweep": "s", "stage": "distill", "dataset": "digits",
+            "data_spec": {"name": "digits", "root": None, "options": {}}, "fast": {}, "plugins": [], "seed": 0,
             "cpu": 1, "gpu": 0, "teacher": "resnet20", "student": "resnet8", "teacher_path": str(teacher_dir),
             "method": method, "genotype": genotype, "method_options": options or {},
             "recipe": get_recipe("quick", {"epochs": 1, "batch_size": 256}).model_dump(mode="json")}
@@ -147,7 +148,8 @@ def test_every_distill_row_records_the_resolved_options(digits, digits_teacher, 
     base, _, kind = method.partition(":")
     monkeypatch.setattr("dfa_ray.tune.trainables.trial_device", lambda gpu: torch.device("cpu"))
     spec_options = {"w_ce": 0.5}
-    config = _trial_config(base, teacher_dir, spec_options, genotype=kind or ("average" if base == "dfa" else None))
+    # a reference genotype is named by the method alone (dfa:last); plain dfa runs here as dfa:average
+    config = _trial_config(method if kind else ("dfa:average" if base == "dfa" else base), teacher_dir, spec_options)
     trial = DistillTrainable.__new__(DistillTrainable)
     trial.setup(config, data=digits)
     result = {"epoch": 1, "train_loss": 1.0, "loss_ce": 0.5, **trial.extra_result()}

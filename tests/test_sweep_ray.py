@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import pandas as pd
 import pytest
 import torch  # noqa: F401  (torch before ray)
 
@@ -61,7 +62,7 @@ def test_end_to_end_sweep_with_asha_pruning(ray_cluster, tmp_path):
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2, "early_rungs": True}},
         distill={"methods": ["vanilla", "kd", "dfa", "dfa:last"], "epochs": 1})
     outcome, lines = run(spec)
-    assert any("training 1 teacher(s): resnet14" in line for line in lines)
+    assert any("training teacher resnet14" in line for line in lines)
     epochs, trials = load(outcome.sweep_dir)
     assert set(trials.stage) == {"teacher", "search", "distill"}
     teacher = trials[trials.stage == "teacher"].iloc[0]
@@ -80,11 +81,25 @@ def test_end_to_end_sweep_with_asha_pruning(ray_cluster, tmp_path):
     assert not epochs.duplicated(["stage", "trial_id", "epoch"]).any()
     assert (epochs[epochs.stage == "search"].alphas.notna()).all()
     # actors are reused: 4 distill trials, at most 2 at a time, ran in at most 2 processes
-    pids = {json.loads(line)["pid"] for f in (outcome.sweep_dir / "tune" / "distill").glob("*/result.json")
+    pids = {json.loads(line)["pid"] for f in (outcome.sweep_dir / "tune" / "distill-resnet14-to-resnet8").glob("*/result.json")
             for line in f.read_text().splitlines() if line.strip()}
     assert 1 <= len(pids) <= 2, pids
     genotype = (outcome.sweep_dir / "genotypes" / "resnet14-to-resnet8.json")
     assert genotype.exists() and outcome.genotypes["resnet14->resnet8"]["student"] == "resnet8"
+    # every trial ended compacted: its epochs in one file, its summary in another (+ 2 column files)
+    results = outcome.sweep_dir / "results"
+    assert not list(results.glob("epochs/*/running/*.parquet")), "a finished trial kept one file per epoch"
+    assert len([p for p in results.rglob("*") if p.is_file()]) <= 2 * len(trials) + 2
+    assert len(list(results.glob("epochs/*/*.parquet"))) == trials.epochs_run.gt(0).sum()
+    raw = pd.read_parquet(results / "epochs")  # every epoch row once, with load()'s columns
+    assert len(raw) == len(epochs) and not raw.duplicated(["stage", "trial_id", "epoch"]).any()
+    assert list(raw.columns) == list(epochs.columns)
+    assert epochs.groupby("trial_id").epoch.max().to_dict() == trials.set_index("trial_id").epochs_run.to_dict()
+    # searched and method options as columns
+    search_rows = epochs[epochs.stage == "search"]
+    assert search_rows["opt.gamma_ts"].between(0.25, 4.0).all() and search_rows["opt.lam"].isin([1, 10, 100]).all()
+    assert (search_rows["opt.batch_size"] == 128).all()
+    assert (epochs[(epochs.stage == "distill") & (epochs.method == "kd")]["opt.temperature"] == 4.0).all()
     # the dfa trial distilled with the best search trial's genotype
     dfa_row = distill[distill.method == "dfa"].iloc[0]
     assert '"kind": "search"' in dfa_row.genotype
@@ -114,17 +129,18 @@ def test_validate_save_restore_holds_for_the_three_trainables(storage, ray_clust
     from dfa_ray.tune import DistillTrainable, SearchTrainable, TeacherTrainable
 
     teacher = train_store_teacher(tiny_spec("warmup", storage))
-    common = {"sweep": "v", "dataset": "digits", "data_spec": {"name": "digits"}, "seed": 0, "cpu": 1, "gpu": 0}
+    common = {"sweep": "v", "dataset": "digits", "data_spec": {"name": "digits", "root": None, "options": {}},
+              "seed": 0, "cpu": 1, "gpu": 0, "fast": {}, "plugins": []}
     # validate_save_restore trains a few steps before and after the restore: leave epochs for it
-    recipe = get_recipe("quick", {"epochs": 5, "batch_size": 256}).to_dict()
+    recipe = get_recipe("quick", {"epochs": 5, "batch_size": 256}).model_dump(mode="json")
     validate_save_restore(TeacherTrainable, {**common, "stage": "teacher", "model": "resnet8", "recipe": recipe,
                                              "store_dir": str(storage / "validate-teacher")})
     validate_save_restore(SearchTrainable, {**common, "stage": "search", "teacher": "resnet14", "student": "resnet8",
                                             "teacher_path": str(teacher), "epochs": 5,
                                             "options": {"batch_size": 256}})
     validate_save_restore(DistillTrainable, {**common, "stage": "distill", "teacher": "resnet14",
-                                             "student": "resnet8", "teacher_path": str(teacher), "method": "dfa",
-                                             "genotype": "average", "method_options": {}, "recipe": recipe})
+                                             "student": "resnet8", "teacher_path": str(teacher), "method": "dfa:average",
+                                             "genotype": None, "method_options": {}, "recipe": recipe})
 
 
 def test_a_killed_trial_process_is_retried_from_its_checkpoint(storage):
@@ -173,13 +189,13 @@ def test_a_killed_driver_is_resumed_by_the_same_command(storage, tmp_path):
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=tmp_path)
     try:
-        wait_for(lambda: epochs_dir.exists() and len(list(epochs_dir.glob("distill__*"))) >= 3, timeout=240,
-                 what="three distillation epochs")
+        wait_for(lambda: epochs_dir.exists() and len(list(epochs_dir.glob("distill/running/*.parquet"))) >= 3,
+                 timeout=240, what="three distillation epochs")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         end_processes_mentioning(ray_tmp)  # the local Ray that driver started, and nothing else
-    partial = len(list(epochs_dir.glob("distill__*")))
+    partial = (load(storage / "driverkill")[0].stage == "distill").sum()  # rows: finished trials are one file
     assert partial < 24, "the sweep finished before the driver was killed"
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     end_processes_mentioning(ray_tmp)

@@ -71,8 +71,9 @@ def test_cli_transfer_switch_and_its_record(digits, digits_teacher, tmp_path, ca
 
 def test_sweep_genotype_from_records_the_transfer_in_every_dfa_row(tmp_path, digits, digits_teacher):
     from dfa_ray.spec import parse_spec
-    from dfa_ray.sweep import distill_jobs, transferred_genotypes
+    from dfa_ray.sweep import distill_trials, transferred_genotypes
     from dfa_ray.tune.callbacks import trial_identity
+    from dfa_ray.tune.configs import to_tune
 
     folder, teacher, meta = digits_teacher
     source = tmp_path / "source-sweep"
@@ -85,19 +86,19 @@ def test_sweep_genotype_from_records_the_transfer_in_every_dfa_row(tmp_path, dig
                         "genotype_from": {"sweep": str(source)}}}
     spec = parse_spec(data)
     genotypes = transferred_genotypes(spec, log=lambda *_: None)
-    jobs = distill_jobs(spec, {"resnet20": folder}, genotypes, [])
-    dfa_jobs = [j for j in jobs if j["method"] == "dfa" and isinstance(j["genotype"], dict)]
-    assert len(dfa_jobs) == 2
+    jobs = distill_trials(spec, spec.pairs[0], folder, list(spec.distill.methods), genotypes["resnet20->resnet8"])
+    dfa_jobs = [j for j in jobs if j.method == "dfa"]
+    assert len(dfa_jobs) == 2 and all(isinstance(j.genotype, dict) for j in dfa_jobs)
     for job in dfa_jobs:
-        assert job["transfer"] == {"source_dataset": "fashion_mnist",
-                                   "genotype": str(source / "genotypes" / "resnet20-to-resnet8.json")}
-        row = trial_identity({"sweep": "t", "stage": "distill", "dataset": "digits", "job": job})
+        assert job.transfer is not None and job.transfer.model_dump() == {
+            "source_dataset": "fashion_mnist", "genotype": str(source / "genotypes" / "resnet20-to-resnet8.json")}
+        row = trial_identity(to_tune(job))
         assert row["config"]["transfer.source_dataset"] == "fashion_mnist"
-        assert "_transfer" not in job["genotype"]
+        assert "_transfer" not in job.genotype
     # the fair ablation: dfa:last runs with the transferred search's lambda and feature kind
-    last = [j for j in jobs if j["genotype"] == "last"]
-    assert last and all(j["method_options"] == {"w_feat": 3.0, "preact": True} for j in last)
-    assert all(j["transfer"] is None for j in jobs if j["method"] == "kd")
+    last = [j for j in jobs if j.method == "dfa:last"]
+    assert last and all(j.method_options == {"w_feat": 3.0, "preact": True} and j.genotype is None for j in last)
+    assert all(j.transfer is None for j in jobs if j.method == "kd")
 
 
 def test_spec_genotype_from_problems_are_reported_at_their_field(tmp_path):

@@ -1,5 +1,5 @@
 """Ray Tune Trainables around the engine, and the driver-side callbacks that write results."""
 
-from dfa_ray.tune.trainables import DistillTrainable, SearchTrainable, TeacherTrainable
+from dfa_ray.tune.trainables import DistillTrainable, GroupDistillTrainable, SearchTrainable, TeacherTrainable
 
-__all__ = ["TeacherTrainable", "SearchTrainable", "DistillTrainable"]
+__all__ = ["TeacherTrainable", "SearchTrainable", "DistillTrainable", "GroupDistillTrainable"]

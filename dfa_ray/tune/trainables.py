@@ -7,15 +7,14 @@ bit-for-bit; `reset_config` rebuilds the run so actors can be reused. The datase
 through `tune.with_parameters` (one copy in the object store per node); the teacher is read
 from the teacher store, which must be on storage every node sees.
 
-Trial config keys (built by `dfa_ray.sweep`): sweep, stage, dataset, data_spec, seed, cpu,
-gpu, fast; teacher stage: model, recipe, store_dir; search: teacher, teacher_path, student,
-epochs, options, split_seed; distill: teacher, teacher_path, student, method, method_options,
-genotype, recipe.
+A trial's config is one of the typed models of dfa_ray.tune.configs (TeacherTrial,
+SearchTrial, DistillTrial, GroupTrial), built by the sweep and parsed once in `setup` /
+`reset_config`. A GroupTrial runs in `GroupDistillTrainable`: one shared-teacher group
+(dfa_ray.engine.group), all its members' epochs in one step result.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import warnings
 from pathlib import Path
@@ -26,33 +25,24 @@ from ray import tune
 
 from dfa_ray.data import Dataset, load_dataset
 from dfa_ray.dfa.genotype import Genotype
-from dfa_ray.dfa.options import SearchOptions
 from dfa_ray.engine.checkpoint import first_line, load_checkpoint, save_checkpoint
 from dfa_ray.engine.distill import build_distill_run
-from dfa_ray.engine.recipes import Recipe
+from dfa_ray.engine.group import GroupMember, GroupRun, build_group_run
 from dfa_ray.engine.runtime import FastPath
 from dfa_ray.engine.search import SearchRun
-from dfa_ray.engine.teacher import build_teacher_run, load_teacher, save_teacher_state, teacher_meta
+from dfa_ray.engine.teacher import build_teacher_run
 from dfa_ray.engine.training import NonFiniteLossError
 from dfa_ray.errors import CheckpointError
 from dfa_ray.plugins import import_plugins
+from dfa_ray.teacher_store import TeacherStore
+from dfa_ray.tune.configs import DistillJob, DistillTrial, GroupTrial, SearchTrial, TeacherTrial, flat_config, parse_trial
 from dfa_ray.tune.device import trial_device
 
 STATE_FILE = "state.pt"
 
 
-def effective_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config with its grid entry (`job`: one pair, method, seed...) merged in."""
-    job = config.get("job")
-    if not isinstance(job, dict):
-        return dict(config)
-    return {**{k: v for k, v in config.items() if k != "job"}, **job}
-
-
-def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    recipe = Recipe(**{**d, "milestones": tuple(d.get("milestones", ()))})
-    recipe.validate()
-    return recipe
+# A trial's config with its grid entry (`job`: one pair, method, seed...) merged in.
+effective_config = flat_config
 
 
 def _node_id() -> str | None:
@@ -73,29 +63,29 @@ class _EngineTrainable(tune.Trainable):
     stage = "?"
 
     def setup(self, config: dict[str, Any], data: Dataset | None = None) -> None:
-        config = effective_config(config)
+        trial = parse_trial(config)
         # A worker is a fresh process: the spec's plug-ins (models, datasets, methods) must be
         # registered here too, before anything is built (dfa_ray.plugins).
-        import_plugins(config.get("plugins") or ())
+        import_plugins(trial.plugins)
         if data is None:  # not handed over by the driver: read it where this worker is
-            spec = config["data_spec"]
-            data = load_dataset(spec["name"], root=spec.get("root"), **spec.get("options", {}))
+            ref = trial.data_spec
+            data = load_dataset(ref.name, root=ref.root, **ref.options)
         self.data = data
-        self._configure(config)
+        self._configure(trial)
 
-    def _configure(self, config: dict[str, Any]) -> None:
+    def _configure(self, config: Any) -> None:
         """Everything a trial's config decides, from scratch: a reused actor keeps nothing of
         the trial before it except the dataset (one experiment has one dataset)."""
         # A trial's torch threads follow its CPU share: more threads than cores makes every
         # parallel op wait for a descheduled thread when trials share a node.
-        torch.set_num_threads(max(1, int(config.get("cpu", 1))))
-        self.device = trial_device(float(config.get("gpu", 0.0)))
-        self.fast = FastPath(**config.get("fast", {}))
+        torch.set_num_threads(max(1, int(config.cpu)))
+        self.device = trial_device(float(config.gpu))
+        self.fast = FastPath(**config.fast)
         self.settings = config
         self.run = None  # free the previous trial's run before building the next one
         self.run = self.build(config)
 
-    def build(self, config: dict[str, Any]):  # pragma: no cover - abstract
+    def build(self, config: Any):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def step(self) -> dict[str, Any]:
@@ -152,7 +142,7 @@ class _EngineTrainable(tune.Trainable):
         process, which skips a fresh worker's start-up (importing torch and Ray Tune, ~3-4 s
         per trial on a 2-core machine). Tune restores the trial's checkpoint afterwards when
         it has one."""
-        self._configure(effective_config(new_config))
+        self._configure(parse_trial(new_config))
         self.config = new_config
         return True
 
@@ -162,16 +152,16 @@ class TeacherTrainable(_EngineTrainable):
 
     stage = "teacher"
 
-    def build(self, config: dict[str, Any]):
-        self.recipe = recipe_from_dict(config["recipe"])
-        return build_teacher_run(config["model"], self.data, self.recipe, int(config["seed"]), device=self.device,
+    def build(self, config: TeacherTrial):
+        self.recipe = config.recipe
+        return build_teacher_run(config.model, self.data, self.recipe, config.seed, device=self.device,
                                  fast=self.fast)
 
     def extra_result(self) -> dict[str, Any]:
         if self.run.done:
-            meta = teacher_meta(self.settings["model"], self.data, self.recipe, int(self.settings["seed"]))
-            save_teacher_state(self.settings["store_dir"], self.run, meta)
-            return {"checkpoint": str(self.settings["store_dir"])}
+            t = self.settings
+            TeacherStore.write(t.store_dir, self.run, t.model, self.data, self.recipe, t.seed)
+            return {"checkpoint": str(t.store_dir)}
         return {}
 
 
@@ -180,16 +170,22 @@ class SearchTrainable(_EngineTrainable):
 
     stage = "search"
 
-    def build(self, config: dict[str, Any]) -> SearchRun:
-        teacher, meta = load_teacher(config["teacher_path"], self.data, expect_model=config["teacher"])
-        options = SearchOptions.from_dict(config.get("options", {}))
-        return SearchRun(teacher, meta["model"], config["student"], self.data, options, int(config["epochs"]),
-                         int(config["seed"]), device=self.device, fast=self.fast, trial_id=self.trial_id,
-                         split_seed=int(config.get("split_seed", 0)))
+    def build(self, config: SearchTrial) -> SearchRun:
+        teacher, meta = TeacherStore.read(config.teacher_path, self.data, expect_model=config.teacher)
+        return SearchRun(teacher, meta["model"], config.student, self.data, config.options, config.epochs,
+                         config.seed, device=self.device, fast=self.fast, trial_id=self.trial_id,
+                         split_seed=config.split_seed)
 
     def extra_result(self) -> dict[str, Any]:
         # The genotype as it would be derived now: an ASHA-stopped trial still has one.
         return {"genotype_json": self.run.genotype().to_json(), "epochs_planned": self.run.epochs}
+
+
+def _genotype(job: DistillJob, pair: str) -> Genotype | str | None:
+    """A dfa job's genotype as the engine takes it: the searched document, or a reference name."""
+    if job.genotype is not None:
+        return Genotype.from_dict(job.genotype, source=f"search of {pair}")
+    return job.reference
 
 
 class DistillTrainable(_EngineTrainable):
@@ -197,19 +193,52 @@ class DistillTrainable(_EngineTrainable):
 
     stage = "distill"
 
-    def build(self, config: dict[str, Any]):
-        teacher, meta = load_teacher(config["teacher_path"], self.data, expect_model=config["teacher"])
-        genotype = config.get("genotype")
-        if isinstance(genotype, dict):
-            genotype = Genotype.from_dict(genotype, source=f"search of {config['teacher']}->{config['student']}")
-        elif isinstance(genotype, str) and genotype.lstrip().startswith("{"):
-            genotype = Genotype.from_dict(json.loads(genotype))
-        return build_distill_run(teacher, meta["model"], config["student"], self.data,
-                                 recipe_from_dict(config["recipe"]), config["method"], int(config["seed"]),
-                                 options=config.get("method_options") or None, genotype=genotype,
-                                 device=self.device, fast=self.fast, transfer=config.get("transfer") is not None)
+    def build(self, config: DistillTrial):
+        teacher, meta = TeacherStore.read(config.teacher_path, self.data, expect_model=config.teacher)
+        return build_distill_run(teacher, meta["model"], config.student, self.data,
+                                 config.recipe, config.base_method, config.seed,
+                                 options=config.method_options or None, genotype=_genotype(config, config.pair),
+                                 device=self.device, fast=self.fast, transfer=config.transfer is not None)
 
     def extra_result(self) -> dict[str, Any]:
         # The options the method runs with, resolved (defaults, the spec's overrides, dfa's
         # lambda from the genotype): the callbacks record them in the row's config.
         return {"method_options": dict(self.run.task.config)}
+
+
+class GroupDistillTrainable(_EngineTrainable):
+    """Distils one student per member of a shared-teacher group (one pair, seed and recipe),
+    one teacher forward per batch for all of them. One step is one tick of the group; its
+    result carries each member's metrics as that member's own trial would report them:
+
+        {"members": {key: that member's epoch metrics, with its "done"},
+         "method_options": {key: its resolved options}, "ended": {key: {"reason", "epoch"}},
+         "epoch": ticks done, "done": every member finished, "device", "node", "node_id"}
+
+    A member whose loss diverges reports {"nonfinite": reason, "epoch": e, "done": True} once
+    and is absent afterwards, while the others go on; `ended` lists every diverged member in
+    each result, so a driver that resumes the trial still knows them."""
+
+    stage = "distill"
+
+    def build(self, config: GroupTrial) -> GroupRun:
+        teacher, meta = TeacherStore.read(config.teacher_path, self.data, expect_model=config.teacher)
+        members = [GroupMember(key=job.method, method=job.base_method, options=job.method_options or None,
+                               genotype=_genotype(job, config.pair), transfer=job.transfer is not None)
+                   for job in config.members]
+        return build_group_run(teacher, meta["model"], config.student, self.data, config.recipe, members,
+                               config.seed, device=self.device, fast=self.fast)
+
+    def step(self) -> dict[str, Any]:
+        group: GroupRun = self.run
+        rows = group.step()  # a diverged member is a row of its own: the group never raises for it
+        members = {}
+        for key, row in rows.items():
+            member = group.members[key]
+            members[key] = row if "nonfinite" in row else {**row, "done": member.run.done}
+        return {"members": members,
+                "method_options": {key: dict(m.task.config) for key, m in group.members.items()},
+                "ended": {key: {"reason": m.ended, "epoch": m.ended_epoch}
+                          for key, m in group.members.items() if m.ended is not None},
+                "epoch": group.tick, "done": group.done,
+                "device": str(self.device), "node": platform.node(), "node_id": _node_id()}

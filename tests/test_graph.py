@@ -1,0 +1,105 @@
+"""The dependency-graph runner (dfa_ray.graph) and the whole-sweep slot pool, without Ray
+clusters: order, concurrency, failure isolation, skip reasons, graph checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dfa_ray.graph import Node, NodeFailed, check_graph, run_graph
+
+
+def test_a_node_runs_after_its_dependencies_and_gets_their_products():
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def job(name, value):
+        def run(inputs):
+            with lock:
+                order.append(name)
+            return value + sum(inputs.values())
+        return run
+
+    nodes = [Node("c", job("c", 100), ("a", "b")), Node("a", job("a", 1)), Node("b", job("b", 10), ("a",))]
+    outcome = run_graph(nodes, log=lambda _: None)
+    assert order.index("a") < order.index("b") < order.index("c")
+    assert outcome.product("a") == 1 and outcome.product("b") == 11 and outcome.product("c") == 112
+    assert {n.status for n in outcome.nodes.values()} == {"done"}
+
+
+def test_independent_nodes_run_at_the_same_time():
+    barrier = threading.Barrier(3, timeout=10)  # each node waits for the other two to have started
+
+    def run(_inputs):
+        barrier.wait()
+        return time.time()
+
+    outcome = run_graph([Node(f"n{i}", run) for i in range(3)], log=lambda _: None)
+    assert [n.status for n in outcome.nodes.values()] == ["done"] * 3
+
+
+def test_a_failed_node_skips_exactly_its_dependants_and_the_rest_finishes():
+    def fail(_inputs):
+        raise NodeFailed("teacher t1 did not finish training")
+
+    def boom(_inputs):
+        raise ZeroDivisionError("a bug in a node")
+
+    ok = lambda _inputs: "ok"  # noqa: E731
+    nodes = [Node("teacher:t1", fail), Node("teacher:t2", ok),
+             Node("search:p1", ok, ("teacher:t1",)), Node("distill-dfa:p1", ok, ("teacher:t1", "search:p1")),
+             Node("search:p2", ok, ("teacher:t2",)), Node("distill-dfa:p2", ok, ("search:p2",)),
+             Node("bug", boom), Node("after-bug", ok, ("bug",))]
+    outcome = run_graph(nodes, log=lambda _: None)
+    status = {i: n.status for i, n in outcome.nodes.items()}
+    assert status == {"teacher:t1": "failed", "teacher:t2": "done", "search:p1": "skipped",
+                      "distill-dfa:p1": "skipped", "search:p2": "done", "distill-dfa:p2": "done",
+                      "bug": "failed", "after-bug": "skipped"}
+    assert outcome.nodes["teacher:t1"].reason == "teacher t1 did not finish training"
+    assert outcome.nodes["search:p1"].reason == "needs teacher:t1 failed (teacher t1 did not finish training)"
+    assert outcome.nodes["distill-dfa:p1"].reason.startswith("needs teacher:t1 failed")
+    assert outcome.nodes["bug"].reason == "ZeroDivisionError: a bug in a node"
+    assert outcome.nodes["search:p1"].started is None  # a skipped node never ran
+
+
+@pytest.mark.parametrize("nodes, message", [
+    ([Node("a", print), Node("a", print)], "duplicate node ids"),
+    ([Node("a", print, ("x",))], "depends on unknown node"),
+    ([Node("a", print, ("b",)), Node("b", print, ("a",))], "cycle"),
+])
+def test_bad_graphs_are_refused(nodes, message):
+    with pytest.raises(ValueError, match=message):
+        check_graph(nodes)
+
+
+def test_the_slot_pool_counts_every_experiment_and_frees_paused_trials():
+    from dfa_ray.tune.slots import SlotPool
+
+    pool = SlotPool(2)
+    assert pool.reserve("search-a") and pool.reserve("distill-b")
+    assert not pool.reserve("search-c"), "the limit is for the whole sweep"
+    pool.claim("search-a", "t1")
+    pool.claim("distill-b", "t2")
+    assert pool.used() == 2
+    pool.release("search-a", "t1")  # t1 paused at a rung: its slot is free for another trial
+    assert pool.try_take("search-c", "t3") and not pool.try_take("search-a", "t1")
+    pool.release("distill-b", "t2")
+    assert pool.try_take("search-a", "t1") and pool.used() == 2
+    pool.claim("search-a", "restored")  # a restored trial takes its slot even above the limit
+    assert pool.used() == 3
+
+
+def test_the_barrier_order_chains_the_searches_and_holds_every_distillation_back():
+    from dfa_ray.sweep import barrier_order
+
+    ok = lambda _inputs: None  # noqa: E731
+    nodes = [Node("teacher:a", ok), Node("teacher:b", ok),
+             Node("search:p1", ok, ("teacher:a",)), Node("search:p2", ok, ("teacher:b",)),
+             Node("distill:p1", ok, ("teacher:a",)), Node("distill-dfa:p2", ok, ("teacher:b", "search:p2"))]
+    deps = {n.id: set(n.depends_on) for n in barrier_order(nodes)}
+    assert deps["search:p1"] == {"teacher:a", "teacher:b"}
+    assert deps["search:p2"] == {"teacher:a", "teacher:b", "search:p1"}
+    assert deps["distill:p1"] == deps["distill-dfa:p2"] == {"teacher:a", "teacher:b", "search:p1", "search:p2"}
+    check_graph(barrier_order(nodes))
