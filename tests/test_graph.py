@@ -91,6 +91,28 @@ def test_the_slot_pool_counts_every_experiment_and_frees_paused_trials():
     assert pool.used() == 3
 
 
+def test_experiments_created_at_once_get_different_trial_ids(monkeypatch):
+    """Tune takes its trial-id prefix from a uuid1 (the clock): generators created within the
+    same 0.4 ms shared it, and two experiments of a pair's distillation wrote rows under the
+    same trial ids. Here the clock is frozen: the ids must still differ."""
+    import uuid
+
+    import ray.tune.search.basic_variant as basic_variant
+    from ray.tune.experiment import Experiment
+
+    from dfa_ray.tune.slots import GatedVariantGenerator
+
+    frozen = uuid.uuid1()
+    monkeypatch.setattr(basic_variant.uuid, "uuid1", lambda *a, **k: frozen)
+    ids = []
+    for name in ("distill-a", "distill-dfa-a"):
+        generator = GatedVariantGenerator()
+        generator.add_configurations([Experiment(name, run=lambda config: None, config={"x": 1}, num_samples=2)])
+        ids += [generator.next_trial().trial_id for _ in range(2)]
+    assert len(set(ids)) == 4, ids
+    assert ids[0].endswith("_00000") and ids[1].endswith("_00001")
+
+
 def test_the_barrier_order_chains_the_searches_and_holds_every_distillation_back():
     from dfa_ray.sweep import barrier_order
 

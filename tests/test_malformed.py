@@ -101,7 +101,8 @@ JUNK = st.one_of(
     st.text(max_size=10), st.sampled_from(["resnet8", "resnet20", "../x", "/etc/passwd", "", "digits"]),
     st.binary(max_size=8),
     st.lists(st.integers(-3, 12), max_size=4), st.lists(st.floats(allow_nan=True), max_size=3),
-    st.just([]), st.just({}), st.dictionaries(st.text(max_size=5), st.integers(-2, 2), max_size=2),
+    st.builds(list), st.builds(dict),  # fresh objects: a shared one would carry edits between examples
+    st.dictionaries(st.text(max_size=5), st.integers(-2, 2), max_size=2),
 )
 
 

@@ -20,6 +20,7 @@ few more than the limit until they end.
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -29,6 +30,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 _POOLS: dict[str, "SlotPool"] = {}
 _POOLS_LOCK = threading.Lock()
+_TRIAL_PREFIXES: set[str] = set()  # every trial-id prefix this driver process has handed out
 
 
 class SlotPool:
@@ -104,12 +106,28 @@ def _pool(name: str | None) -> SlotPool | None:
     return _POOLS.get(name) if name else None
 
 
+def unique_trial_prefix() -> str:
+    """A trial-id prefix no other experiment of this driver has. Tune's own prefix is the first
+    five hex digits of a uuid1, i.e. of the clock, which stay the same for 0.4 ms: experiments
+    the sweep creates at once (a pair's baselines and its dfa trials, with a given genotype) got
+    the same prefix, their trials the same ids, and the results (keyed by trial id) lost rows.
+    Random digits, re-drawn until unused in this process; a resumed experiment restores its own."""
+    with _POOLS_LOCK:
+        while True:
+            prefix = uuid.uuid4().hex[:5] + "_"
+            if prefix not in _TRIAL_PREFIXES:
+                _TRIAL_PREFIXES.add(prefix)
+                return prefix
+
+
 class GatedVariantGenerator(BasicVariantGenerator):
-    """Tune's grid/random generator that creates a trial only when the sweep has a free slot.
+    """Tune's grid/random generator that creates a trial only when the sweep has a free slot,
+    and whose trial ids differ from every other experiment's of the driver.
     A subclass, not a wrapper: Tune sizes its pending-trial queue by `isinstance` on it."""
 
     def __init__(self, *args: Any, pool: str | None = None, experiment: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._uuid_prefix = unique_trial_prefix()
         self._pool_name = pool
         self._experiment = experiment
 
