@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 from dfa_ray.cost_model import CostModel, DatasetSize, dataset_size, split_sizes
@@ -361,6 +361,7 @@ class Plan:
     cost_model: CostSource
     missing_costs: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    group_sizes: "GroupSizeAdvice | None" = None
 
     def node(self, node_id: str) -> PlanNode:
         for n in self.nodes:
@@ -374,6 +375,25 @@ class Plan:
         for n in out["nodes"]:
             n.pop("phases", None)
         return out
+
+
+@dataclass(frozen=True)
+class GroupSizeOption:
+    group_size: int | None  # None: one group per (pair, seed)
+    simulated_s: float
+    gpu_hours: float
+    trials: int
+
+
+@dataclass(frozen=True)
+class GroupSizeAdvice:
+    """`distill.group_size` on `gpus` devices: each size's simulated wall time, and the best.
+    Bigger groups share the teacher's forward among more students (fewer GPU-hours) but make
+    longer trials; on a big cluster the longest group can become the study's critical path."""
+
+    gpus: int
+    best: int | None
+    options: tuple[GroupSizeOption, ...]
 
 
 # -- search pruning ----------------------------------------------------------------------------
@@ -509,8 +529,11 @@ def _teacher_sources(spec: Any) -> dict[str, str]:
     return {}
 
 
-def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1) -> Plan:
-    """The graph of `spec` with its counts and cost estimates on `gpus` devices."""
+def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1, advise: bool = True,
+               teachers_ready: bool = False) -> Plan:
+    """The graph of `spec` with its counts and cost estimates on `gpus` devices (and, with
+    `advise` and share_teacher, the wall time of each `distill.group_size`). `teachers_ready`:
+    every teacher is in the teacher store already and costs nothing."""
     from dfa_ray.engine.recipes import get_recipe
     from dfa_ray.spec import first_rung
 
@@ -524,6 +547,8 @@ def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1) -> Plan:
     # teachers
     t_recipe = get_recipe(spec.protocol, spec.teacher_recipe_overrides())
     taken = _teacher_sources(spec)
+    if teachers_ready:
+        taken = {model: taken.get(model, "in the teacher store (teachers ready)") for model in spec.teacher_names}
     for model in spec.teacher_names:
         if model in taken:
             nodes.append(PlanNode(f"teacher:{model}", "teacher", None, model, None, (), 0, 0, (), (), 0, gpu,
@@ -536,7 +561,7 @@ def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1) -> Plan:
                            (t_recipe.epochs,), gpu, None if secs is None else (secs,),
                            None if secs is None else ((secs,),), source="trained (recipe "
                            f"{t_recipe.name}, {t_recipe.epochs} epochs)"))
-    if any(model not in taken for model in spec.teacher_names):
+    if any(model not in taken for model in spec.teacher_names):  # (never with teachers_ready)
         notes.append("a teacher already in the storage's teacher store is not trained again; the plan counts it "
                      "as trained (finding it needs the dataset)")
 
@@ -591,7 +616,52 @@ def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1) -> Plan:
     if spec.distill.genotype_from is not None:
         notes.append("the dfa genotypes come from distill.genotype_from: no search node")
 
-    return _assemble(spec, nodes, costs, cost_model, size, share, gpus, notes)
+    plan = _assemble(spec, nodes, costs, cost_model, size, share, gpus, notes)
+    if advise and share and plan.wall is not None:
+        advice = group_size_advice(spec, cost_model, gpus, teachers_ready)
+        if advice is not None:
+            plan = replace(plan, group_sizes=advice)
+    return plan
+
+
+GROUP_SIZE_TIE = 0.01  # sizes within 1 % of the fastest count as fast: the biggest of them wins
+
+
+def group_size_advice(spec: Any, cost_model: CostModel, gpus: int,
+                      teachers_ready: bool = False) -> GroupSizeAdvice | None:
+    """Plan `spec` with every `distill.group_size` from one method per group to all of a
+    node's methods; the best is the one with the shortest simulated wall time (the biggest
+    among those within GROUP_SIZE_TIE of it: the fewest GPU-hours). None when no node groups
+    two methods or a cost is unknown."""
+    baselines = [m for m in spec.distill.methods if not _is_dfa(m)]
+    largest = max(len(baselines), len(spec.distill.methods) - len(baselines))
+    if not spec.distill.enabled or largest < 2:
+        return None
+    options = []
+    for size in [None, *range(largest - 1, 0, -1)]:
+        variant = spec.model_copy(update={"distill": spec.distill.model_copy(update={"group_size": size})})
+        plan = build_plan(variant, cost_model, gpus, advise=False, teachers_ready=teachers_ready)
+        if plan.wall is None or plan.gpu_hours is None:
+            return None
+        option = GroupSizeOption(size, plan.wall.simulated_s, plan.gpu_hours, plan.trials)
+        if options and size is not None and (option.simulated_s, option.trials) == \
+                (options[-1].simulated_s, options[-1].trials) and options[-1].group_size is not None:
+            options[-1] = option  # splits every node as the bigger size did: keep the size the groups have
+        else:
+            options.append(option)
+    fastest = min(o.simulated_s for o in options)
+    best = next(o for o in options if o.simulated_s <= fastest * (1 + GROUP_SIZE_TIE))  # biggest first
+    return GroupSizeAdvice(gpus, best.group_size, tuple(options))
+
+
+def node_priorities(spec: Any, cost_model: CostModel) -> dict[str, float]:
+    """Each node's bottom level (its estimated seconds plus the longest chain of work after it),
+    the order in which the sweep hands out slots (dfa_ray.tune.slots). Where the cost model
+    lacks a model, every node counts as one unit of work, so a chain's head still goes first."""
+    plan = build_plan(spec, cost_model, 1, advise=False)
+    if all(n.phases is not None for n in plan.nodes):
+        return _bottom_levels([n.sim_node() for n in plan.nodes])
+    return _bottom_levels([SimNode(n.id, n.depends_on, ((1.0,),)) for n in plan.nodes])
 
 
 def _search_trials(spec: Any) -> int:
@@ -616,33 +686,30 @@ def _distill_node(spec: Any, stage: str, pair: Any, methods: list[str], deps: tu
     per_job: list[int] = []
     trial_epochs: list[int] = []
     trial_secs: list[float] | None = []
+    groups = spec.distill.groups_of(methods) if share else [(m,) for m in methods]
+    if all(len(g) == 1 for g in groups):
+        groups = [(m,) for m in methods]  # every group of one: plain trials (the sweep does the same)
     for seed in seeds:
-        group = [job_epochs[m] for m in methods]
-        per_job += group
-        if share:
-            # one trial per (pair, seed): every student of the group trains each epoch, the
-            # teacher's forward runs once per batch for all of them
-            trial_epochs.append(max(group))
-            if trial_secs is not None:
-                student = costs.distill_epoch(pair.teacher, pair.student, holdout, False)
-                teacher = costs.distill_epoch(pair.teacher, pair.student, holdout, True)
-                if student is None or teacher is None:
-                    trial_secs = None
-                else:
-                    forward = teacher - student  # the teacher's share of one epoch
-                    uses = [m for m in methods if _uses_teacher(m)]
-                    trial_secs.append(sum(job_epochs[m] for m in methods) * student
-                                      + (max(job_epochs[m] for m in uses) * forward if uses else 0.0))
-        else:
-            trial_epochs += group
-            for m in methods:
-                per_epoch = costs.distill_epoch(pair.teacher, pair.student, holdout, _uses_teacher(m))
-                if per_epoch is None or trial_secs is None:
-                    trial_secs = None
-                    continue
-                trial_secs.append(job_epochs[m] * per_epoch)
+        per_job += [job_epochs[m] for m in methods]
+        for group in groups:
+            # a group trial: every student of the group trains each epoch, the teacher's
+            # forward runs once per batch for all of them
+            trial_epochs.append(max(job_epochs[m] for m in group))
+            if trial_secs is None:
+                continue
+            uses = [m for m in group if _uses_teacher(m)]
+            student = costs.distill_epoch(pair.teacher, pair.student, holdout, False)
+            teacher = costs.distill_epoch(pair.teacher, pair.student, holdout, True) if uses else student
+            if student is None or teacher is None:
+                trial_secs = None
+                continue
+            forward = teacher - student  # the teacher's share of one epoch
+            trial_secs.append(sum(job_epochs[m] for m in group) * student
+                              + (max(job_epochs[m] for m in uses) * forward if uses else 0.0))
     secs = None if trial_secs is None else tuple(trial_secs)
-    grouped = f"; share_teacher: one trial per seed trains its {len(methods)} methods" if share else ""
+    sizes = sorted({len(g) for g in groups}, reverse=True)
+    grouped = (f"; share_teacher: {len(groups)} group trial(s) per seed of {' or '.join(map(str, sizes))} methods"
+               if sizes != [1] else "")
     return _node(f"{stage}:{pair.name}", stage, pair.name, pair.teacher, pair.student, deps, tuple(trial_epochs),
                  tuple(per_job), gpu, secs, None if secs is None else (secs,), methods=tuple(methods), seeds=seeds,
                  source=f"{len(methods)} method(s) x {len(seeds)} seed(s){grouped}")
@@ -746,6 +813,17 @@ def format_plan(plan: Plan, spec_path: str | None = None) -> str:
                      f"critical path {duration(w.critical_path_s)}"
                      + (f", trial time / {w.max_concurrent} = {duration(w.concurrency_bound_s)}" if w.max_concurrent
                         else "") + ")")
+    advice = plan.group_sizes
+    if advice is not None:
+        def size_text(size: int | None) -> str:
+            return "null" if size is None else str(size)
+
+        lines.append(f"distill.group_size on {advice.gpus} GPU(s) (methods per shared-teacher trial; simulated wall "
+                     f"time, GPU-hours, trials):")
+        for o in advice.options:
+            mark = "  <- fastest" if o.group_size == advice.best else ""
+            lines.append(f"  {size_text(o.group_size):>5}  {duration(o.simulated_s):>14}  {o.gpu_hours:12.2f}  "
+                         f"{o.trials:6d}{mark}")
     c = plan.cost_model
     lines.append(f"costs measured on {c.describe} ({c.path}); search factor: {c.search_factor_source}")
     if c.note:
@@ -756,7 +834,8 @@ def format_plan(plan: Plan, spec_path: str | None = None) -> str:
 
 
 __all__ = [
-    "Halving", "LowerBound", "Plan", "PlanNode", "Schedule", "ScheduledTrial", "SimNode", "StageTotals",
-    "WallEstimate", "build_plan", "critical_path", "duration", "format_plan", "halvings", "lower_bound", "simulate",
+    "GroupSizeAdvice", "GroupSizeOption", "Halving", "LowerBound", "Plan", "PlanNode", "Schedule", "ScheduledTrial", "SimNode", "StageTotals",
+    "WallEstimate", "build_plan", "critical_path", "duration", "format_plan", "group_size_advice", "halvings", "lower_bound",
+    "node_priorities", "simulate",
     "synchronous_halving",
 ]

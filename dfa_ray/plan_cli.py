@@ -43,7 +43,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ConfigError(f"--gpus {args.gpus}: give the number of GPUs (devices) to plan for, at least 1")
     cost_model = CostModel.load(args.cost_model)  # before the spec: a wrong file fails fast
     spec = _load(args)
-    plan = build_plan(spec, cost_model, args.gpus)
+    plan = build_plan(spec, cost_model, args.gpus, teachers_ready=args.teachers_ready)
     if args.json:
         print(json.dumps({"spec": str(args.spec), **plan.to_dict()}, indent=2), flush=True)
     else:
@@ -72,6 +72,8 @@ def add_plan_commands(subparsers: Any) -> None:
     p.add_argument("spec", help="sweep spec YAML (see experiments/)")
     p.add_argument("--gpus", type=_gpus, default=1, help="GPUs (devices) to plan the wall time for (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the text")
+    p.add_argument("--teachers-ready", action="store_true",
+                   help="plan as if every teacher were in the teacher store already (costing nothing)")
     p.add_argument("--cost-model", default=None, metavar="FILE",
                    help="cost model JSON from `python -m benchmarks.step_costs --out FILE` (default: the packaged one)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)

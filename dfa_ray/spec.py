@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Annotated, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Annotated, Literal, Mapping, Sequence
 
 from pydantic import (
     BaseModel,
@@ -315,6 +315,23 @@ class GenotypeSourceSpec(_Spec):
         return (sweep if sweep.is_absolute() else storage / sweep) / "genotypes" / f"{name}.json"
 
 
+def split_evenly(items: Sequence[str], most: int | None) -> list[tuple[str, ...]]:
+    """`items` in order, as the fewest runs of at most `most` (None: all in one), of near-equal
+    length, the first ones one longer: 10 by at most 4 is 4, 3, 3 (not 4, 4, 2, whose last group
+    would share its teacher forward among only two)."""
+    items = tuple(items)
+    if not items:
+        return []
+    count = 1 if most is None else -(-len(items) // most)
+    size, extra = divmod(len(items), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
 class DistillSpec(_Spec):
     enabled: Bool = True
     methods: Annotated[tuple[Str, ...], Field(min_length=1, max_length=64)] = ("vanilla", "kd", "fitnet", "at", "dfa")
@@ -327,6 +344,22 @@ class DistillSpec(_Spec):
         description="true: distil every method of a (pair, seed) in one group trial that shares one teacher "
                     "forward per batch; false: one trial per (method, seed)",
     )
+    group_size: Annotated[int, Field(strict=True, ge=1, le=64)] | None = Field(
+        default=None,
+        description="with share_teacher: at most this many methods per group trial (a (pair, seed)'s methods "
+                    "are split into groups of near-equal size, in the order of methods); null: one group per "
+                    "(pair, seed). Smaller groups share less but shorten the longest trial: `dfa-ray plan "
+                    "--gpus N` suggests a size for N GPUs",
+    )
+
+    def groups_of(self, methods: Sequence[str]) -> list[tuple[str, ...]]:
+        """`methods` (of one (pair, seed) and node) as the group trials run them: with
+        share_teacher, the fewest groups of at most `group_size` methods, of near-equal size
+        (the first ones one longer), in the given order; without it, one method per trial."""
+        methods = tuple(methods)
+        if not self.share_teacher:
+            return [(m,) for m in methods]
+        return split_evenly(methods, self.group_size)
 
     @model_validator(mode="after")
     def _check_names(self) -> "DistillSpec":
@@ -361,7 +394,12 @@ class DistillSpec(_Spec):
 class ResourcesSpec(_Spec):
     cpu: Annotated[float, Field(strict=True, gt=0, le=1024, allow_inf_nan=False)] = 1.0
     gpu: Annotated[float, Field(strict=True, ge=0, le=64, allow_inf_nan=False)] = 0.0
-    max_concurrent: Annotated[int, Field(strict=True, ge=1, le=MAX_SAMPLES)] | None = None  # None: as resources allow
+    max_concurrent: Annotated[int, Field(strict=True, ge=1, le=MAX_SAMPLES)] | None = Field(
+        default=None,
+        description="at most this many trials of the whole sweep run at once; null: as many as the cluster's "
+                    "CPUs and GPUs hold now (re-read while the sweep runs). On an autoscaling cluster set it "
+                    "higher: only pending trials make the autoscaler add nodes",
+    )
     max_failures: Annotated[int, Field(strict=True, ge=0, le=1000)] = 2
 
     @field_validator("gpu")

@@ -108,23 +108,30 @@ def distill_trials(spec: SweepSpec, pair: PairSpec, teacher_folder: Path, method
     return trials
 
 
-def group_trials(spec: SweepSpec, trials: list[DistillTrial]) -> list[DistillTrial] | list[GroupTrial]:
-    """The trials of one distillation node as Tune runs them: with `distill.share_teacher`, one
-    `GroupTrial` per (pair, seed) whose members are that seed's jobs in the spec's method order
-    (one teacher forward per batch for all of them, docs/shared_teacher.md); without it, or
-    when the node has a single method (a group of one saves nothing), the trials as they are."""
-    if not spec.distill.share_teacher or len({t.method for t in trials}) < 2:
+def group_trials(spec: SweepSpec, trials: list[DistillTrial]) -> list[DistillTrial | GroupTrial]:
+    """The trials of one distillation node as Tune runs them: with `distill.share_teacher`, the
+    jobs of each (pair, seed) in `distill.groups_of` their methods (one `GroupTrial` per group,
+    members in the spec's method order, one teacher forward per batch for all of them,
+    docs/shared_teacher.md); without share_teacher, or when every group would have one member
+    (it would save nothing), the trials as they are."""
+    if not spec.distill.share_teacher:
         return trials
     by_unit: dict[tuple[str, int], list[DistillTrial]] = {}
     for trial in trials:
         by_unit.setdefault((trial.pair, trial.seed), []).append(trial)
-    groups = []
-    for jobs in by_unit.values():
-        first = jobs[0]
-        shared = {name: getattr(first, name) for name in GroupTrial.model_fields if name not in ("stage", "members")}
-        groups.append(GroupTrial(**shared, members=tuple(
-            DistillJob(**{name: getattr(job, name) for name in DistillJob.model_fields}) for job in jobs)))
-    return groups
+    units = [[[by_method[m] for m in methods] for methods in spec.distill.groups_of(list(by_method))]
+             for by_method in ({job.method: job for job in jobs} for jobs in by_unit.values())]
+    if all(len(members) == 1 for groups in units for members in groups):
+        return trials
+    # one trainable per experiment: a group of one among real groups stays a (one-member) group
+    out: list[DistillTrial | GroupTrial] = []
+    for groups in units:
+        for members in groups:
+            first = members[0]
+            shared = {name: getattr(first, name) for name in GroupTrial.model_fields if name not in ("stage", "members")}
+            out.append(GroupTrial(**shared, members=tuple(
+                DistillJob(**{name: getattr(job, name) for name in DistillJob.model_fields}) for job in members)))
+    return out
 
 
 def reference_options(spec: SweepSpec, searched: dict | None, own: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from dfa_ray.cost_model import CostModel, dataset_size, split_sizes
 from dfa_ray.errors import ConfigError
-from dfa_ray.plan import SimNode, build_plan, lower_bound, simulate
+from dfa_ray.plan import SimNode, build_plan, format_plan, lower_bound, simulate
 from dfa_ray.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,8 +132,16 @@ def expected_nodes(spec) -> dict[str, dict]:
                 per_method.append(distill_epochs + init)
             seeds = len(spec.distill.seeds)
             jobs = sorted(per_method * seeds, reverse=True)
-            # share_teacher: one trial per seed trains every method; it lasts as long as its longest
-            trials = [max(per_method)] * seeds if getattr(spec.distill, "share_teacher", False) else jobs
+            # share_teacher: one trial per seed trains every method (or, with group_size, each
+            # near-equal run of at most group_size methods); it lasts as long as its longest
+            trials = jobs
+            if spec.distill.share_teacher:
+                size = spec.distill.group_size or len(per_method)
+                count = -(-len(per_method) // size)
+                bounds = [0]
+                for i in range(count):
+                    bounds.append(bounds[-1] + len(per_method) // count + (i < len(per_method) % count))
+                trials = sorted([max(per_method[a:b]) for a, b in zip(bounds, bounds[1:])] * seeds, reverse=True)
             out[f"{stage}:{pair.name}"] = {"depends_on": deps, "epochs": trials, "jobs": jobs}
     return out
 
@@ -208,6 +216,54 @@ def test_share_teacher_groups_the_methods_of_a_seed_into_one_trial(cost_model):
     assert (single.trials, single.jobs) == (12, 12)
     # one teacher forward per batch for the group instead of one per method (kd, fitnet, at)
     assert node.est_seconds < single.est_seconds
+
+
+def test_group_size_splits_each_seed_into_near_equal_groups(cost_model):
+    spec = load_spec(ROOT / "experiments/cifar100_crd13.yaml", overrides={"distill.group_size": 4})
+    node = build_plan(spec, cost_model).node("distill:resnet56->resnet20")
+    # 15 baselines by at most 4: vanilla kd fitnet at | sp cc vid rkd | pkt ab ft nst | crd crd+kd dkd;
+    # the third group holds ab and ft, whose 30 init epochs make it 270 epochs long
+    assert spec.distill.groups_of([m for m in spec.distill.methods if m != "dfa"])[2] == ("pkt", "ab", "ft", "nst")
+    assert node.trials == 4 * 3 and node.jobs == 45
+    assert sorted(node.epochs_per_trial, reverse=True) == [270] * 3 + [240] * 9
+    assert "4 group trial(s) per seed of 4 or 3 methods" in node.source
+    whole = build_plan(load_spec(ROOT / "experiments/cifar100_crd13.yaml"), cost_model).node(node.id)
+    # smaller groups: more teacher forwards, the same student work, so more device time but a
+    # shorter longest trial
+    assert node.device_seconds > whole.device_seconds and max(node.trial_seconds) < max(whole.trial_seconds)
+    # one method per group: exactly the plain trials of share_teacher false
+    ones = build_plan(load_spec(ROOT / "experiments/cifar100_crd13.yaml", overrides={"distill.group_size": 1}),
+                      cost_model).node(node.id)
+    alone = build_plan(load_spec(ROOT / "experiments/cifar100_crd13.yaml", overrides={"distill.share_teacher": False}),
+                       cost_model).node(node.id)
+    assert ones.trials == alone.trials == 45 and ones.trial_seconds == pytest.approx(alone.trial_seconds)
+
+
+def test_the_group_size_advice_is_the_fastest_simulated_size(cost_model):
+    from dfa_ray.plan import GROUP_SIZE_TIE, group_size_advice
+
+    spec = load_spec(ROOT / "experiments/cifar100_crd13.yaml", overrides={"resources.gpu": 1.0})
+    advice = {g: group_size_advice(spec, cost_model, g, teachers_ready=True) for g in (1, 64)}
+    for gpus, a in advice.items():
+        sizes = [o.group_size for o in a.options]
+        assert sizes[0] is None and sizes[1:] == sorted(sizes[1:], reverse=True) and sizes[-1] == 1
+        # each option is the plan of that size
+        for o in a.options:
+            variant = spec.model_copy(update={"distill": spec.distill.model_copy(update={"group_size": o.group_size})})
+            plan = build_plan(variant, cost_model, gpus, advise=False, teachers_ready=True)
+            assert plan.wall.simulated_s == pytest.approx(o.simulated_s) and plan.trials == o.trials
+        fastest = min(o.simulated_s for o in a.options)
+        best = next(o for o in a.options if o.group_size == a.best)
+        assert best.simulated_s <= fastest * (1 + GROUP_SIZE_TIE)
+        # GPU-hours only grow as groups shrink (fewer students share each teacher forward)
+        hours = [o.gpu_hours for o in a.options]
+        assert hours == sorted(hours)
+    # one device: the most sharing is the fastest; 64: the biggest groups are the critical path
+    assert advice[1].best is None
+    assert advice[64].best is not None and advice[64].options[0].simulated_s > 1.5 * min(
+        o.simulated_s for o in advice[64].options)
+    text = format_plan(build_plan(spec, cost_model, 64, teachers_ready=True))
+    assert "distill.group_size on 64 GPU(s)" in text and "<- fastest" in text
 
 
 # -- the simulation and the lower bound, on a graph worked out by hand ---------------------------
