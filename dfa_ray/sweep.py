@@ -7,8 +7,10 @@ The graph (dfa_ray.graph), one node per experiment:
     distill-dfa:<pair>     the pair's dfa distillations (searched and reference genotypes),
                            once its search has ended
 Every node runs as soon as the nodes it needs have succeeded, all of them at once as far as
-the cluster allows: Ray shares the resources, and `resources.max_concurrent` limits the
-running trials of the whole sweep (dfa_ray.tune.slots). Why one Tune experiment per pair's
+the cluster allows. The sweep's slot pool (dfa_ray.tune.slots) limits the running trials of
+the whole sweep (to `resources.max_concurrent`, else to what the cluster holds) and gives a
+free slot to the node heading the longest chain of estimated work (its bottom level from the
+cost model, dfa_ray.plan): a pair's search before the baselines, which wait for nothing. Why one Tune experiment per pair's
 search rather than one experiment for the whole sweep: a scheduler compares the trials of one
 experiment on one metric, and accuracies of different pairs are not comparable; separate
 experiments also resume, fail and report separately. A node that fails skips only the nodes
@@ -45,11 +47,13 @@ from typing import Any, Callable, Mapping  # noqa: E402
 
 import torch  # noqa: E402,F401  (torch before ray: see docs/design.md, import order)
 
+from dfa_ray.cost_model import CostModel  # noqa: E402
 from dfa_ray.data import Dataset, load_dataset  # noqa: E402
 from dfa_ray.engine.checkpoint import atomic_write_json, first_line  # noqa: E402
 from dfa_ray.errors import ConfigError  # noqa: E402
 from dfa_ray.graph import GraphOutcome, Node, NodeFailed, run_graph  # noqa: E402
 from dfa_ray.names import safe_name  # noqa: E402
+from dfa_ray.plan import node_priorities  # noqa: E402
 from dfa_ray.spec import PairSpec, SweepSpec  # noqa: E402
 from dfa_ray.sweep_trials import (  # noqa: E402,F401  (re-exported: the sweep's public helpers)
     common_config,
@@ -172,6 +176,25 @@ def resources(spec: SweepSpec) -> dict[str, float]:
     if spec.resources.gpu:
         out["gpu"] = float(spec.resources.gpu)
     return out
+
+
+def slot_limit(spec: SweepSpec) -> int:
+    """How many trials the sweep runs at once: `resources.max_concurrent` when given (it may
+    exceed what the cluster holds now: the pending trials are what makes an autoscaler add
+    nodes), else the trials the cluster's CPUs and GPUs hold now at the spec's resources per
+    trial; the sweep re-reads it while it runs (nodes come and go)."""
+    import ray
+
+    if spec.resources.max_concurrent is not None:
+        return spec.resources.max_concurrent
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 0.0) / spec.resources.cpu + 1e-9)
+    if spec.resources.gpu:
+        slots = min(slots, int(total.get("GPU", 0.0) / spec.resources.gpu + 1e-9))
+    return max(1, slots)
+
+
+SLOT_REFRESH_S = 5.0
 
 
 def pool_name(spec: SweepSpec) -> str:
@@ -323,6 +346,7 @@ class SweepGraph:
                  order: str = "graph") -> None:
         self.spec, self.data, self.trainables, self.log, self.order = spec, data, trainables, log, order
         self.callbacks, self.outcome, self.transferred = callbacks, outcome, transferred
+        self.priorities = node_priorities(spec, CostModel.load())
         self.store = TeacherStore(spec.teacher_store)
         # each stage's trainable wrapped once: `with_parameters` puts the dataset into the object
         # store at every call, and every experiment of a stage can share one copy
@@ -341,8 +365,12 @@ class SweepGraph:
             return self._wrapped[cls]
 
     def _fit(self, node_id: str, experiment: str, cls: type, space: dict[str, Any], tune_config: Any) -> Any:
-        grid = fit_experiment(self.spec, experiment, self._trainable(cls), space, tune_config,
-                              self.log, self.callbacks)
+        from dfa_ray.tune.slots import experiment_slots
+
+        # the node's bottom level: the head of the longest chain of work gets free slots first
+        with experiment_slots(pool_name(self.spec), experiment, self.priorities.get(node_id, 0.0)):
+            grid = fit_experiment(self.spec, experiment, self._trainable(cls), space, tune_config,
+                                  self.log, self.callbacks)
         self.outcome.grids[node_id] = grid
         return grid
 
@@ -423,7 +451,8 @@ class SweepGraph:
             grouped = any(isinstance(t, GroupTrial) for t in trials)
             kind = "distill-dfa" if search_id or any(is_dfa(m) for m in methods) else "distill"
             experiment = f"{kind}-{pair.dir_name}"
-            how = (f"{len(trials)} shared-teacher group trial(s) of {len(methods)} methods" if grouped
+            sizes = sorted({len(t.members) for t in trials if isinstance(t, GroupTrial)}, reverse=True)
+            how = (f"{len(trials)} shared-teacher group trial(s) of {' or '.join(map(str, sizes))} methods" if grouped
                    else f"{len(trials)} trial(s)")
             self.log(f"[sweep] distilling {pair.name}: {how} = {', '.join(methods)} x "
                      f"{len(self.spec.distill.seeds)} seed(s)")
@@ -482,10 +511,21 @@ def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print_l
     if order not in ("graph", "barriers"):
         raise ValueError(f"order must be 'graph' or 'barriers', not {order!r}")
     graph = SweepGraph(spec, data, trainables or Trainables.default(), log, callbacks, outcome, transferred, order)
-    open_pool(pool_name(spec), spec.resources.max_concurrent)
+    pool = open_pool(pool_name(spec), slot_limit(spec))
+    finished = threading.Event()
+
+    def refresh_limit() -> None:
+        while not finished.wait(SLOT_REFRESH_S):
+            try:
+                pool.set_limit(slot_limit(spec))
+            except Exception:  # noqa: BLE001  (a GCS hiccup: keep the last limit, try again)
+                continue
+
+    threading.Thread(target=refresh_limit, name="dfa-ray-slot-limit", daemon=True).start()
     try:
         outcome.graph = run_graph(graph.nodes(), log)
     finally:
+        finished.set()
         close_pool(pool_name(spec))
     for node in outcome.graph.with_status("failed"):
         outcome.failed.append(f"{node.id}: {node.reason}")

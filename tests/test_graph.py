@@ -91,6 +91,77 @@ def test_the_slot_pool_counts_every_experiment_and_frees_paused_trials():
     assert pool.used() == 3
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_free_slot_goes_to_the_waiting_experiment_of_the_highest_priority():
+    from dfa_ray.tune.slots import OPENING_TTL_S, WANT_TTL_S, SlotPool
+
+    clock = Clock()
+    pool = SlotPool(2, clock=clock)
+    pool.open_experiment("distill-a", priority=5.0)
+    pool.open_experiment("search-a", priority=9.0)  # heads the longer chain
+    # the search was opened but has not asked yet: the baselines wait for it to start
+    assert not pool.reserve("distill-a")
+    assert pool.reserve("search-a") and pool.reserve("search-a")
+    pool.claim("search-a", "s1")
+    pool.claim("search-a", "s2")
+    assert pool.used() == 2
+    assert not pool.reserve("search-a"), "full"  # the search wants a third slot
+    pool.release("search-a", "s1")
+    assert not pool.reserve("distill-a"), "the slot is the waiting search's"
+    assert pool.reserve("search-a")
+    pool.claim("search-a", "s3")
+    # the search stops asking (its trials are all created): its want lapses, the baselines go
+    pool.release("search-a", "s2")
+    clock.now += WANT_TTL_S + 0.1
+    assert pool.reserve("distill-a")
+    # a paused search trial resuming at a rung outranks the baselines too
+    pool.claim("distill-a", "d1")
+    assert not pool.try_take("search-a", "s1")
+    pool.release("distill-a", "d1")
+    assert not pool.reserve("distill-a") and pool.try_take("search-a", "s1")
+    # an experiment that ended wants and holds nothing
+    pool.close_experiment("search-a")
+    assert pool.used() == 0 and pool.reserve("distill-a")
+    # an opened experiment that never asks stops blocking after OPENING_TTL_S
+    pool.open_experiment("search-b", priority=9.0)
+    assert not pool.reserve("distill-a")
+    clock.now += OPENING_TTL_S + 0.1
+    assert pool.reserve("distill-a")
+    pool.set_limit(0)
+    assert pool.limit == 1, "at least one trial runs"
+
+
+def test_a_generator_with_nothing_left_to_create_asks_for_no_slot():
+    """A finished generator must not keep a want alive: Tune calls next_trial every loop."""
+    from ray.tune.experiment import Experiment
+
+    from dfa_ray.tune.slots import GatedVariantGenerator, close_pool, experiment_slots, open_pool
+
+    clock = Clock()
+    pool = open_pool("pool-test", 1)
+    pool._clock = clock
+    try:
+        with experiment_slots("pool-test", "search-a", 9.0):
+            generator = GatedVariantGenerator(pool="pool-test", experiment="search-a")
+            generator.add_configurations([Experiment("search-a", run=lambda config: None, config={}, num_samples=1)])
+            trial = generator.next_trial()
+            assert trial is not None and pool.used() == 1
+            pool.claim("search-a", trial.trial_id)
+            assert generator.next_trial() is None and generator.is_finished()
+            pool.release("search-a", trial.trial_id)
+            assert pool.reserve("distill-a"), "the finished search left no want behind"
+        assert "search-a" not in pool._priority
+    finally:
+        close_pool("pool-test")
+
+
 def test_experiments_created_at_once_get_different_trial_ids(monkeypatch):
     """Tune takes its trial-id prefix from a uuid1 (the clock): generators created within the
     same 0.4 ms shared it, and two experiments of a pair's distillation wrote rows under the

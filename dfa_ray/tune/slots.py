@@ -1,27 +1,42 @@
-"""`resources.max_concurrent` as a limit on the whole sweep, across its concurrent experiments.
+"""The sweep's slots: how many trials run at once over all its concurrent experiments, and
+which experiment gets a slot that frees up.
 
 The sweep runs one Tune experiment per node of its graph, several at once in one driver, and
 Tune's own limits (`max_concurrent_trials`, a generator's `max_concurrent`) count the trials of
-one experiment only. A `SlotPool` counts the trials that hold a slot in every experiment of one
-sweep; three thin wrappers consult it where Tune decides:
+one experiment only; Ray, given more trials than the cluster holds, starts whichever asks
+first. A `SlotPool` counts the trials that hold a slot in every experiment of one sweep, up to
+a limit (`resources.max_concurrent`, and the trials the cluster holds at once, re-read while
+the sweep runs), and hands a free slot to the experiment of the highest *priority* that wants
+one: the driver gives each experiment its node's bottom level in the graph (the longest chain
+of estimated work from the node to the end of the study, dfa_ray.plan), so a pair's search,
+which heads the chain to its dfa distillations, starts before the baselines that wait for
+nothing (list scheduling by critical path, which `dfa-ray plan` simulates). An experiment
+*wants* a slot from when the driver opens it until it has asked and been served, and again
+whenever it asks and finds none free; a want is forgotten `WANT_TTL_S` after its last ask
+(an experiment that stopped asking needs nothing).
+
+Three thin wrappers consult the pool where Tune decides:
 - trial creation (`GatedVariantGenerator` for grid and random search, `GatedLimiter` for
-  Optuna): a new trial is created only when a slot is free, and the slot is reserved for it;
+  Optuna): a new trial is created only when a slot is free for its experiment, and the slot is
+  reserved for it; a generator with no trial left to create does not ask;
 - the scheduler (`SlotScheduler`): a trial takes its slot when Tune adds it, gives it back
   when it pauses (SHA pauses trials at a rung: a paused trial holds no resources, and the rung
   can only fill if the others may run), ends, errors or is removed, and a paused trial resumes
-  only when a slot is free.
+  only when a slot is free for it.
 The wrappers hold the pool's *name*, not the pool: Tune pickles its TuneConfig with the
 experiment, and a resumed experiment must find the live pool of the driver that resumes it.
-Without an open pool (no `max_concurrent`) they change nothing. Trials restored by a resumed
-experiment take their slots when Tune adds them, so right after a resume the sweep may run a
-few more than the limit until they end.
+Without an open pool they change nothing. Trials restored by a resumed experiment take their
+slots when Tune adds them, so right after a resume the sweep may run a few more than the
+limit until they end.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
@@ -33,14 +48,22 @@ _POOLS_LOCK = threading.Lock()
 _TRIAL_PREFIXES: set[str] = set()  # every trial-id prefix this driver process has handed out
 
 
-class SlotPool:
-    """Up to `limit` trials hold a slot at once, over every experiment of one sweep."""
+WANT_TTL_S = 3.0  # Tune's controller asks every loop (well under a second) while it wants trials
+OPENING_TTL_S = 120.0  # an experiment the driver opened has this long to start and ask
 
-    def __init__(self, limit: int) -> None:
+
+class SlotPool:
+    """Up to `limit` trials hold a slot at once, over every experiment of one sweep; a free slot
+    goes to the waiting experiment of the highest priority (ties: whoever asks)."""
+
+    def __init__(self, limit: int, clock: Any = time.monotonic) -> None:
         self.limit = int(limit)
+        self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[str, set[str]] = {}
         self._reserved: dict[str, int] = {}
+        self._priority: dict[str, float] = {}
+        self._wants: dict[str, float] = {}  # experiment -> when its want expires
 
     def used(self) -> int:
         with self._lock:
@@ -49,10 +72,43 @@ class SlotPool:
     def _used(self) -> int:
         return sum(len(s) for s in self._held.values()) + sum(self._reserved.values())
 
-    def reserve(self, experiment: str) -> bool:
-        """Reserve a slot for a trial about to be created; False when none is free."""
+    def set_limit(self, limit: int) -> None:
         with self._lock:
-            if self._used() >= self.limit:
+            self.limit = max(1, int(limit))
+
+    # -- priorities ------------------------------------------------------------------------
+    def open_experiment(self, experiment: str, priority: float) -> None:
+        """The driver is starting `experiment`: it wants slots from now on, before its first ask."""
+        with self._lock:
+            self._priority[experiment] = float(priority)
+            self._wants[experiment] = self._clock() + OPENING_TTL_S
+
+    def close_experiment(self, experiment: str) -> None:
+        with self._lock:
+            self._wants.pop(experiment, None)
+            self._priority.pop(experiment, None)
+            self._reserved.pop(experiment, None)
+            self._held.pop(experiment, None)
+
+    def _outranked(self, experiment: str) -> bool:
+        """Whether an experiment of a higher priority is waiting for a slot."""
+        now = self._clock()
+        mine = self._priority.get(experiment, 0.0)
+        return any(until > now and self._priority.get(other, 0.0) > mine
+                   for other, until in self._wants.items() if other != experiment)
+
+    def _grant(self, experiment: str) -> bool:
+        if self._used() >= self.limit or self._outranked(experiment):
+            self._wants[experiment] = self._clock() + WANT_TTL_S
+            return False
+        self._wants.pop(experiment, None)
+        return True
+
+    # -- slots -----------------------------------------------------------------------------
+    def reserve(self, experiment: str) -> bool:
+        """Reserve a slot for a trial about to be created; False when none is free for it."""
+        with self._lock:
+            if not self._grant(experiment):
                 return False
             self._reserved[experiment] = self._reserved.get(experiment, 0) + 1
             return True
@@ -73,12 +129,12 @@ class SlotPool:
             held.add(trial_id)
 
     def try_take(self, experiment: str, trial_id: str) -> bool:
-        """A paused trial takes a slot again if one is free."""
+        """A paused trial takes a slot again if one is free for it."""
         with self._lock:
             held = self._held.setdefault(experiment, set())
             if trial_id in held:
                 return True
-            if self._used() >= self.limit:
+            if not self._grant(experiment):
                 return False
             held.add(trial_id)
             return True
@@ -88,13 +144,26 @@ class SlotPool:
             self._held.get(experiment, set()).discard(trial_id)
 
 
-def open_pool(name: str, limit: int | None) -> SlotPool | None:
-    """The pool of sweep `name` (None: no limit)."""
-    if limit is None:
-        return None
+def open_pool(name: str, limit: int) -> SlotPool:
+    """The pool of sweep `name`."""
     with _POOLS_LOCK:
         _POOLS[name] = SlotPool(limit)
         return _POOLS[name]
+
+
+@contextmanager
+def experiment_slots(name: str, experiment: str, priority: float) -> Iterator[None]:
+    """While the block runs `experiment`, the pool of sweep `name` (if open) serves it at
+    `priority`; afterwards it holds and wants nothing."""
+    pool = _pool(name)
+    if pool is None:
+        yield
+        return
+    pool.open_experiment(experiment, priority)
+    try:
+        yield
+    finally:
+        pool.close_experiment(experiment)
 
 
 def close_pool(name: str) -> None:
@@ -131,15 +200,27 @@ class GatedVariantGenerator(BasicVariantGenerator):
         self._pool_name = pool
         self._experiment = experiment
 
+    def _has_trial_to_create(self) -> bool:
+        if self.is_finished():
+            return False
+        if self.max_concurrent > 0 and len(self._live_trials) >= self.max_concurrent:
+            return False
+        # getattr: the state of a generator pickled by an older version lacks the count
+        return getattr(self, "_created", 0) < self.total_samples
+
     def next_trial(self) -> Trial | None:
         pool = _pool(self._pool_name)
-        if pool is None:
+        if pool is None or not self._has_trial_to_create():
+            # nothing to ask a slot for (Tune calls this every loop): Tune's own next_trial
+            # creates nothing here, and marks the generator finished once it has run dry
             return super().next_trial()
         if not pool.reserve(self._experiment):
             return None
         trial = super().next_trial()
         if trial is None:
             pool.unreserve(self._experiment)
+        else:
+            self._created = getattr(self, "_created", 0) + 1
         return trial
 
 
@@ -153,8 +234,8 @@ class GatedLimiter(ConcurrencyLimiter):
 
     def suggest(self, trial_id: str) -> dict | None:
         pool = _pool(self._pool_name)
-        if pool is None:
-            return super().suggest(trial_id)
+        if pool is None or len(self.live_trials) >= self.max_concurrent:
+            return super().suggest(trial_id)  # (at its own limit it suggests nothing, asks no slot)
         if not pool.reserve(self._experiment):
             return None
         suggestion = super().suggest(trial_id)
