@@ -14,8 +14,9 @@ The spec is experiments/cifar100_crd13.yaml (13 pairs, 8 search trials each, 16 
 seeds), with one GPU per trial rather than the spec's 0.25 (on 64 GPUs that would be 256
 trial processes, more than this 2-core, 24 GB machine holds; the scheduling question is the
 same with 64 slots), CIFAR-100's sizes for the costs, and a small synthetic stand-in for the
-data the driver loads; the distillations run as the spec says, in shared-teacher groups (one
-trial per pair, seed and node). By default the teachers are already in the store (`--teachers
+data the driver loads; the distillations run in shared-teacher groups of the size `dfa-ray
+plan --gpus N` marks fastest for the cluster (`--group-size plan`, the default; `null` is one
+group per pair, seed and node, the spec's own setting). By default the teachers are already in the store (`--teachers
 store`: the usual case, a study's teachers are trained once and shared): trained inside the
 sweep, ResNet50's 240 teacher epochs alone are most of the critical path, and no order can keep
 64 GPUs busy behind it (`--teachers train` measures that case).
@@ -27,6 +28,7 @@ Targets (issue 14): on 64 GPUs the graph keeps the GPUs >= 85 % busy with a make
 the lower bound.
 
     python -m benchmarks.cluster_schedule [--gpus 16 64] [--target-s 90] [--teachers store|train]
+        [--group-size plan|null|K] [--orders graph barriers]
 """
 
 from __future__ import annotations
@@ -84,34 +86,53 @@ class Timeline(tune.Callback):
     on_trial_error = on_trial_complete
 
 
-def study_spec(gpus: int, storage: Path, order: str) -> Any:
+def study_spec(gpus: int, storage: Path, order: str, group_size: str, teachers: str) -> Any:
+    """The CRD-13 spec as the benchmark runs it; `group_size` "plan" takes the size `dfa-ray
+    plan --gpus N` marks fastest for this cluster, "null" one group per (pair, seed)."""
+    from dfa_ray.cost_model import CostModel
+    from dfa_ray.plan import group_size_advice
     from dfa_ray.spec import load_spec
 
-    return load_spec(SPEC, storage=str(storage), overrides={
-        "name": f"crd13-{order}-{gpus}", "resources.gpu": 1.0, "resources.cpu": 1.0, "resources.max_failures": 0})
+    overrides = {"name": f"crd13-{order}-{gpus}", "resources.gpu": 1.0, "resources.cpu": 1.0,
+                 "resources.max_failures": 0}
+    spec = load_spec(SPEC, storage=str(storage), overrides=overrides)
+    if group_size == "plan":
+        advice = group_size_advice(spec, CostModel.load(), gpus, teachers_ready=teachers == "store")
+        size = advice.best if advice is not None else None
+    else:
+        size = None if group_size == "null" else int(group_size)
+    return load_spec(SPEC, storage=str(storage), overrides={**overrides, "distill.group_size": size})
 
 
-def costs_and_bound(spec: Any, gpus: int, teachers: str, target_s: float) -> tuple[dict, Any, Any, float, float]:
-    """(seconds per epoch of every node at the chosen scale, the plan, the lower bound in wall
-    seconds, the scale); teachers in the store cost nothing."""
+def costs_and_bound(spec: Any, gpus: int, teachers: str,
+                    target_s: float) -> tuple[dict, dict, Any, Any, float, float]:
+    """(seconds per epoch of every node and seconds of every distillation trial at the chosen
+    scale, the plan, the lower bound, the scale, the planned makespan); teachers in the store
+    cost nothing."""
     from dfa_ray.cost_model import CostModel
-    from dfa_ray.plan import SimNode, build_plan, lower_bound, simulate
+    from dfa_ray.plan import build_plan, lower_bound, simulate
 
-    plan = build_plan(spec, CostModel.load(), gpus)
+    plan = build_plan(spec, CostModel.load(), gpus, advise=False, teachers_ready=teachers == "store")
     nodes = []
-    per_epoch = {}
+    per_epoch: dict[str, float] = {}
+    per_trial: dict[str, float] = {}
     for n in plan.nodes:
         # seconds per epoch of one of the node's trials (a group trial: the whole group's epoch)
         epochs = sum(n.epochs_per_trial)
         per_epoch[n.id] = sum(n.trial_seconds or ()) / epochs if epochs else 0.0
-        sim = n.sim_node()
-        if n.stage == "teacher" and teachers == "store":
-            sim = SimNode(sim.id, sim.depends_on, (), sim.gpu)
-        nodes.append(sim)
+        if n.stage.startswith("distill"):
+            # each trial's own seconds, in the plan's order: per seed, the groups of the methods
+            groups = spec.distill.groups_of(n.methods)
+            if all(len(g) == 1 for g in groups):
+                groups = [(m,) for m in n.methods]
+            for group, seconds in zip(groups * len(n.seeds), n.trial_seconds or ()):
+                per_trial[f"{n.id}|{','.join(group)}"] = seconds
+        nodes.append(n.sim_node())
     bound = lower_bound(nodes, gpus)
     scale = target_s / bound.value
     planned = simulate(nodes, gpus).makespan * scale
-    return {k: v * scale for k, v in per_epoch.items()}, plan, bound, scale, planned
+    return ({k: v * scale for k, v in per_epoch.items()}, {k: v * scale for k, v in per_trial.items()}, plan, bound,
+            scale, planned)
 
 
 def store_teachers(spec: Any, data: Any) -> None:
@@ -136,11 +157,12 @@ def run_order(order: str, gpus: int, storage: Path, args: argparse.Namespace) ->
     from dfa_ray.data import load_dataset
     from dfa_ray.sweep import Trainables, run_sweep
 
-    spec = study_spec(gpus, storage, order)
-    epoch_s, plan, bound, scale, planned_s = costs_and_bound(spec, gpus, args.teachers, args.target_s)
+    spec = study_spec(gpus, storage, order, args.group_size, args.teachers)
+    epoch_s, trial_s, plan, bound, scale, planned_s = costs_and_bound(spec, gpus, args.teachers, args.target_s)
     bound_s = bound.value * scale
     # the workers read the file named in their environment (set before Ray started) at setup
-    Path(os.environ[COSTS_ENV]).write_text(json.dumps({"chunk": args.chunk, "epoch_seconds": epoch_s}))
+    Path(os.environ[COSTS_ENV]).write_text(json.dumps({"chunk": args.chunk, "epoch_seconds": epoch_s,
+                                                       "trial_seconds": trial_s}))
     run = spec.model_copy(update={"data": spec.data.model_copy(update={"name": "synthetic", "options": SYNTHETIC})})
     if args.teachers == "store":
         store_teachers(run, load_dataset("synthetic", **SYNTHETIC))
@@ -164,12 +186,12 @@ def run_order(order: str, gpus: int, storage: Path, args: argparse.Namespace) ->
         raise RuntimeError(f"{order} on {gpus} GPUs: failed {outcome.failed}, skipped {outcome.skipped}")
     makespan = max(timeline.ends) - min(timeline.starts)
     utilisation = timeline.busy / (gpus * makespan)
-    row = {"order": order, "gpus": gpus, "trials": len(timeline.ends), "makespan_s": round(makespan, 1),
+    row = {"order": order, "gpus": gpus, "group_size": spec.distill.group_size, "trials": len(timeline.ends), "makespan_s": round(makespan, 1),
            "lower_bound_s": round(bound_s, 1), "device_bound_s": round(bound.device_bound * scale, 1),
            "critical_path_s": round(bound.critical_path * scale, 1), "ratio": round(makespan / bound_s, 3),
            "best_utilisation": round(bound.device_bound / bound.value, 3),
            "utilisation": round(utilisation, 3), "planned_s": round(planned_s, 1), "wall_s": round(wall, 1)}
-    print(f"  {order:8s} {gpus:3d} GPUs: makespan {makespan:7.1f} s, lower bound {bound_s:6.1f} s "
+    print(f"  {order:8s} {gpus:3d} GPUs, group_size {spec.distill.group_size}: makespan {makespan:7.1f} s, lower bound {bound_s:6.1f} s "
           f"({makespan / bound_s:.2f}x; device-time / N {row['device_bound_s']} s, critical path "
           f"{row['critical_path_s']} s), GPUs busy {100 * utilisation:5.1f} % (at most "
           f"{100 * row['best_utilisation']:.0f} % at the bound), {row['trials']} trials "
@@ -186,6 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="teachers already in the store (default) or trained inside the sweep")
     parser.add_argument("--chunk", type=int, default=40, help="epochs per reported result of teachers and "
                         "distillations (searches report every epoch)")
+    parser.add_argument("--group-size", default="plan",
+                        help="distill.group_size: 'plan' (default: the size `dfa-ray plan --gpus N` marks fastest "
+                             "for each cluster size), 'null' (one group per pair and seed) or a number")
     parser.add_argument("--orders", nargs="+", choices=("graph", "barriers"), default=["graph", "barriers"])
     args = parser.parse_args(argv)
     from benchmarks.ray_overhead import ensure_loopback_namespace

@@ -18,8 +18,11 @@ A shared-teacher group trial (`members` in its config) reports each member's row
 dfa_ray.tune.trainables.GroupDistillTrainable does.
 
 Timing comes from a JSON file named by DFA_RAY_SIM_COSTS: {"chunk": k, "epoch_seconds":
-{node id: seconds per epoch}}, written by the benchmark before it starts Ray (the workers
-inherit the environment).
+{node id: seconds per epoch}, "trial_seconds": {"<node id>|<method>,<method>...": seconds of
+the whole trial}}, written by the benchmark before it starts Ray (the workers inherit the
+environment). A distillation trial takes its own entry when there is one (a group's time
+depends on its members: how many, and whether their methods have an init stage), spread over
+its epochs; otherwise its node's seconds per epoch.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ def node_of(config: dict[str, Any]) -> str:
     return f"{'distill-dfa' if base == 'dfa' else 'distill'}:{pair}"
 
 
+def trial_key(config: dict[str, Any]) -> str:
+    """`<node>|<methods>` of a distillation trial (a group's members in order), else the node."""
+    methods = [job["method"] for job in config["members"]] if "members" in config else [config.get("method", "")]
+    return f"{node_of(config)}|{','.join(methods)}" if config["stage"] == "distill" else node_of(config)
+
+
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
     job = config.get("job")
     return {**{k: v for k, v in config.items() if k != "job"}, **job} if isinstance(job, dict) else dict(config)
@@ -73,8 +82,9 @@ class SleepTrainable(tune.Trainable):
         self.flat = _flat(config)
         self.stage = self.flat["stage"]
         self.node = node_of(self.flat)
-        self.epoch_s = float(costs["epoch_seconds"][self.node])
         self.epochs = int(self.flat["epochs"] if self.stage == "search" else self.flat["recipe"]["epochs"])
+        whole = costs.get("trial_seconds", {}).get(trial_key(self.flat))
+        self.epoch_s = float(whole) / self.epochs if whole is not None else float(costs["epoch_seconds"][self.node])
         self.chunk = 1 if self.stage == "search" else int(costs["chunk"])
         self.done_epochs = 0
 
