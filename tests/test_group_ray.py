@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +66,30 @@ def test_a_node_becomes_one_group_per_seed_with_its_methods_in_spec_order(tmp_pa
     with pytest.raises(ValueError, match="kd appear more than once"):
         GroupTrial(**{k: getattr(groups[0], k) for k in GroupTrial.model_fields if k != "members"},
                    members=groups[0].members + groups[0].members[1:2])
+
+
+def test_group_size_splits_a_seed_into_near_equal_groups_of_one_trainable(tmp_path):
+    from dfa_ray.spec import split_evenly
+    from dfa_ray.sweep_trials import distill_trials, group_trials
+    from dfa_ray.tune.configs import DistillTrial, GroupTrial
+
+    assert split_evenly("abcdefghij", 4) == [tuple("abcd"), tuple("efg"), tuple("hij")]
+    assert split_evenly("abcde", None) == [tuple("abcde")] and split_evenly("", 3) == []
+    assert split_evenly("abc", 1) == [("a",), ("b",), ("c",)] and split_evenly("abc", 5) == [tuple("abc")]
+    spec = spec_of("sizes", tmp_path, distill={"methods": ["vanilla", "kd", "at"], "seeds": [0, 3], "group_size": 2})
+    jobs = distill_trials(spec, spec.pairs[0], tmp_path / "teacher", list(spec.distill.methods), None)
+    groups = group_trials(spec, jobs)
+    # 3 methods by at most 2: (vanilla, kd) and (at,), the lone one still a group (one trainable
+    # per experiment), each member the separate trial it replaces
+    assert [(g.seed, g.keys) for g in groups] == [(0, ["vanilla", "kd"]), (0, ["at"]), (3, ["vanilla", "kd"]),
+                                                  (3, ["at"])]
+    assert all(isinstance(g, GroupTrial) for g in groups)
+    separate = {(j.method, j.seed): j for j in jobs}
+    assert all(g.member(k) == separate[(k, g.seed)] for g in groups for k in g.keys)
+    ones = spec.model_copy(update={"distill": spec.distill.model_copy(update={"group_size": 1})})
+    assert group_trials(ones, jobs) == jobs and all(isinstance(t, DistillTrial) for t in jobs)
+    with pytest.raises(Exception, match="group_size"):
+        spec_of("bad", tmp_path, distill={"methods": ["vanilla", "kd"], "group_size": 0})
 
 
 def group_entries(config: dict, trial_id: str) -> list[dict]:
@@ -212,7 +235,22 @@ def test_a_diverged_member_ends_alone_and_the_others_complete(storage):
     assert set(entries[1]["members"]) == {"vanilla", "at"} and "kd" in entries[1]["ended"]
 
 
-EPOCHS = 8  # of the killed driver's sweep
+EPOCHS = 12  # of the killed driver's sweep
+
+
+def snapshot_iteration(experiment: Path) -> int:
+    """The highest training iteration any trial has in the experiment's latest Tune snapshot
+    (0 while there is none): what a re-run restores from. Checkpoints are written every
+    iteration, so iteration >= 2 in the snapshot means a restore that skips epoch 1."""
+    best = 0
+    for state_file in experiment.glob("experiment_state-*.json"):
+        try:
+            trial_data = json.loads(state_file.read_text())["trial_data"]
+            for _trial_json, runtime_json in trial_data:
+                best = max(best, int(json.loads(runtime_json)["last_result"].get("training_iteration", 0)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a snapshot being replaced: read the next one
+    return best
 
 
 @pytest.mark.ray
@@ -233,10 +271,10 @@ def test_a_group_whose_driver_is_killed_resumes_from_its_checkpoint(storage, tmp
     experiment = sweep_dir / "tune" / "distill-resnet14-to-resnet8"
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True, cwd=tmp_path)
-    try:  # two ticks of a group checkpointed, and a snapshot of the experiment after that
-        wait_for(lambda: any(p.name >= "checkpoint_000001" for p in experiment.glob("*/checkpoint_*")),
-                 timeout=240, what="two checkpointed epochs of a group")
-        time.sleep(2.5)
+    try:  # killed as soon as Tune's snapshot names a group's second checkpointed epoch (waiting
+        # for the snapshot rather than for a fixed time keeps this independent of the machine's speed)
+        wait_for(lambda: snapshot_iteration(experiment) >= 2, timeout=240, interval=0.1,
+                 what="a snapshot naming two checkpointed epochs of a group")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
