@@ -123,8 +123,6 @@ def costs_and_bound(spec: Any, gpus: int, teachers: str,
         if n.stage.startswith("distill"):
             # each trial's own seconds, in the plan's order: per seed, the groups of the methods
             groups = spec.distill.groups_of(n.methods)
-            if all(len(g) == 1 for g in groups):
-                groups = [(m,) for m in n.methods]
             for group, seconds in zip(groups * len(n.seeds), n.trial_seconds or ()):
                 per_trial[f"{n.id}|{','.join(group)}"] = seconds
         nodes.append(n.sim_node())

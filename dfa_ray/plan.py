@@ -612,7 +612,7 @@ def build_plan(spec: Any, cost_model: CostModel, gpus: int = 1, advise: bool = T
         ):
             if chosen:
                 nodes.append(_distill_node(spec, stage, pair, chosen, deps, d_recipe.epochs, d_recipe.holdout_fraction,
-                                           costs, gpu, share))
+                                           costs, gpu))
     if spec.distill.genotype_from is not None:
         notes.append("the dfa genotypes come from distill.genotype_from: no search node")
 
@@ -680,15 +680,15 @@ def _node(node_id: str, stage: str, pair: str | None, teacher: str, student: str
 
 
 def _distill_node(spec: Any, stage: str, pair: Any, methods: list[str], deps: tuple[str, ...], epochs: int,
-                  holdout: float, costs: _Costs, gpu: float, share: bool) -> PlanNode:
+                  holdout: float, costs: _Costs, gpu: float) -> PlanNode:
     seeds = tuple(spec.distill.seeds)
     job_epochs = {m: epochs + _init_epochs(m, dict(spec.distill.options.get(m, {})), epochs) for m in methods}
     per_job: list[int] = []
     trial_epochs: list[int] = []
     trial_secs: list[float] | None = []
-    groups = spec.distill.groups_of(methods) if share else [(m,) for m in methods]
-    if all(len(g) == 1 for g in groups):
-        groups = [(m,) for m in methods]  # every group of one: plain trials (the sweep does the same)
+    groups = spec.distill.groups_of(methods)  # (one method each without share_teacher)
+    student = costs.distill_epoch(pair.teacher, pair.student, holdout, False)
+    teacher = costs.distill_epoch(pair.teacher, pair.student, holdout, True)
     for seed in seeds:
         per_job += [job_epochs[m] for m in methods]
         for group in groups:
@@ -698,12 +698,10 @@ def _distill_node(spec: Any, stage: str, pair: Any, methods: list[str], deps: tu
             if trial_secs is None:
                 continue
             uses = [m for m in group if _uses_teacher(m)]
-            student = costs.distill_epoch(pair.teacher, pair.student, holdout, False)
-            teacher = costs.distill_epoch(pair.teacher, pair.student, holdout, True) if uses else student
-            if student is None or teacher is None:
+            if student is None or (uses and teacher is None):
                 trial_secs = None
                 continue
-            forward = teacher - student  # the teacher's share of one epoch
+            forward = teacher - student if uses else 0.0  # the teacher's share of one epoch
             trial_secs.append(sum(job_epochs[m] for m in group) * student
                               + (max(job_epochs[m] for m in uses) * forward if uses else 0.0))
     secs = None if trial_secs is None else tuple(trial_secs)

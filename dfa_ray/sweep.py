@@ -521,7 +521,8 @@ def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print_l
             except Exception:  # noqa: BLE001  (a GCS hiccup: keep the last limit, try again)
                 continue
 
-    threading.Thread(target=refresh_limit, name="dfa-ray-slot-limit", daemon=True).start()
+    if spec.resources.max_concurrent is None:  # a given limit stays; the cluster's capacity changes
+        threading.Thread(target=refresh_limit, name="dfa-ray-slot-limit", daemon=True).start()
     try:
         outcome.graph = run_graph(graph.nodes(), log)
     finally:

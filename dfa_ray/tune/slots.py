@@ -205,8 +205,9 @@ class GatedVariantGenerator(BasicVariantGenerator):
             return False
         if self.max_concurrent > 0 and len(self._live_trials) >= self.max_concurrent:
             return False
-        # getattr: the state of a generator pickled by an older version lacks the count
-        return getattr(self, "_created", 0) < self.total_samples
+        # Tune's iterators number their trials on from the samples of the ones before, so
+        # the last one's counter is the number created so far (restored with them on resume)
+        return bool(self._iterators) and self._iterators[-1].counter < self.total_samples
 
     def next_trial(self) -> Trial | None:
         pool = _pool(self._pool_name)
@@ -219,8 +220,6 @@ class GatedVariantGenerator(BasicVariantGenerator):
         trial = super().next_trial()
         if trial is None:
             pool.unreserve(self._experiment)
-        else:
-            self._created = getattr(self, "_created", 0) + 1
         return trial
 
 
