@@ -482,6 +482,16 @@ class ResultsWriter:
         return {name: merged[name] for name in out}
 
     # -- compaction --------------------------------------------------------------------------
+    def discard_trial(self, stage: str, trial_id: str) -> bool:
+        """Delete every row of a trial (its epochs and its summary), for a trial that will be
+        run again under another id; returns whether there was any."""
+        paths = [self.trial_epochs_path(stage, trial_id), *self._loose_epoch_files(stage, trial_id),
+                 self.trial_path(stage, trial_id)]
+        found = [p for p in paths if p.exists()]
+        for path in found:
+            path.unlink(missing_ok=True)
+        return bool(found)
+
     def trial_epochs(self, stage: str, trial_id: str) -> set[int]:
         """The epochs of a trial that some readable file holds (unreadable files count as absent)."""
         found: set[int] = set()

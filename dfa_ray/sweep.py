@@ -31,6 +31,7 @@ continue from their last checkpoint; teachers already in the store are not train
 from __future__ import annotations
 
 import os
+import shutil
 
 # Snapshot the experiment state often, so that a killed driver loses little on resume
 # (Ray's default is adaptive and can be minutes). Set before Tune is imported.
@@ -219,18 +220,33 @@ def trial_dirname(trial: Any) -> str:
     return safe_name(f"{stage}-{what}-{trial.trial_id}")
 
 
+def has_tune_snapshot(path: Path) -> bool:
+    """Whether Tune saved its state of the experiment in `path` (the trials it created)."""
+    return any(path.glob("experiment_state-*.json"))
+
+
 def fit_experiment(spec: SweepSpec, name: str, trainable: Any, param_space: dict[str, Any], tune_config: Any,
                    log: Logger, callbacks: list | None = None) -> Any:
     from ray import tune
 
-    from dfa_ray.tune.callbacks import ProgressCallback, ResultsCallback, restore_missing_rows
+    from dfa_ray.tune.callbacks import (ProgressCallback, ResultsCallback, discard_unrecorded_trials,
+                                        restore_missing_rows)
 
     root = spec.sweep_dir / "tune"
     path = root / name
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(str(path)) and has_tune_snapshot(path):
         log(f"[sweep] resuming experiment {name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_errored=True)
     else:
+        if path.exists():
+            # Tune writes tuner.pkl when the experiment is created and its first snapshot of
+            # the trials a few seconds later; a driver killed in between leaves a folder Tune
+            # would "resume" as a fresh run of ONE sample (its restore passes no num_samples),
+            # and trial folders it knows nothing of. Start it over, without their rows.
+            discarded = discard_unrecorded_trials(spec.sweep_dir, path)
+            shutil.rmtree(path)
+            log(f"[sweep] {name}: the stopped run ended before Tune recorded its trials; starting it over"
+                + (f" (discarded the rows of {discarded} unrecorded trial(s))" if discarded else ""))
         run_config = tune.RunConfig(
             name=name, storage_path=str(root), verbose=0,
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=2),

@@ -52,6 +52,10 @@ CASES: tuple[Case, ...] = (
     Case("driver killed (SIGKILL of its process group), same command run again", "fault", 1,
          _R + "test_a_killed_driver_is_resumed_by_the_same_command",
          "resumed by the same command; 4 trials completed, 24 epoch rows, each once", True),
+    Case("driver killed after Tune created an experiment, before its first snapshot of the trials", "fault", 1,
+         "tests/test_graph_ray.py::test_an_experiment_stopped_before_tunes_first_snapshot_is_run_again_in_full",
+         "the experiment runs again with all its samples (Tune's own restore would run one); the rows of its "
+         "unrecorded trials are dropped; every epoch once", True),
     Case("worker node killed during a sweep (two-node loopback cluster)", "fault", 1,
          _F + "test_a_killed_worker_node_does_not_stop_the_sweep",
          "the sweep finishes; the worker's trial is retried on the head from its checkpoint; every trial "

@@ -149,3 +149,40 @@ def test_a_driver_killed_mid_graph_is_finished_by_the_same_command(storage, tmp_
     assert search.groupby("trial_id").epoch.apply(sorted).apply(lambda e: e == [1, 2, 3]).all()
     assert distill.groupby("trial_id").epoch.apply(sorted).apply(lambda e: e == [1, 2]).all()
     assert len(trials) == 4 + 6 and (trials.status == "completed").all()
+
+
+def test_an_experiment_stopped_before_tunes_first_snapshot_is_run_again_in_full(ray4, storage):
+    """A driver killed after Tune created an experiment's folder (tuner.pkl, trial folders, the
+    trials' first rows) but before Tune's first snapshot of its trials: Tune's own restore of
+    such a folder runs ONE sample. The sweep runs the experiment again with all its samples and
+    drops the rows of the trials nobody can resume (same state made here by deleting the
+    snapshot of a finished search)."""
+    from dfa_ray.results import load
+    from dfa_ray.spec import parse_spec
+    from dfa_ray.sweep import run_sweep
+
+    spec = parse_spec(graph_spec("nosnapshot", storage, pairs=PAIRS[:1],
+                                 search={"enabled": True, "epochs": 2, "num_samples": 2,
+                                         "options": {"batch_size": 256}, "scheduler": {"type": "fifo"}},
+                                 distill={"methods": ["vanilla"], "seeds": [0], "epochs": 1}))
+    outcome = run_sweep(spec, log=lambda line: None)
+    assert not outcome.failed
+    first, _ = load(outcome.sweep_dir)
+    old_ids = set(first[first.stage == "search"].trial_id)
+    assert len(old_ids) == 2
+    experiment = outcome.sweep_dir / "tune" / "search-resnet14-to-resnet8"
+    for state in [*experiment.glob("experiment_state-*.json"), *experiment.glob("basic-variant-state-*")]:
+        state.unlink()
+    assert (experiment / "tuner.pkl").exists() and len(list(experiment.glob("*/result.json"))) == 2
+
+    lines: list[str] = []
+    outcome = run_sweep(spec, log=lines.append)
+    assert not outcome.failed
+    epochs, trials = load(outcome.sweep_dir)
+    search = epochs[epochs.stage == "search"]
+    assert not set(search.trial_id) & old_ids, "rows of the trials that were started over are still there"
+    assert search.groupby("trial_id").epoch.apply(sorted).tolist() == [[1, 2], [1, 2]]
+    assert len(outcome.grids["search:resnet14->resnet8"]) == 2
+    assert sorted(trials[trials.stage == "search"].status) == ["completed", "completed"]
+    assert any("search-resnet14-to-resnet8: the stopped run ended before Tune recorded its trials; starting it "
+               "over (discarded the rows of 2 unrecorded trial(s))" in line for line in lines), lines

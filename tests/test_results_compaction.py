@@ -279,3 +279,19 @@ def test_every_atomic_writer_is_the_one_helper():
     hand_rolled = [str(p.relative_to(root)) for p in root.rglob("*.py")
                    if p.name != "atomic.py" and "os.replace(" in p.read_text()]
     assert hand_rolled == [], f"write through dfa_ray.atomic instead: {hand_rolled}"
+
+
+def test_discard_trial_deletes_every_row_of_that_trial_only(tmp_path):
+    """A trial to be run again under a new id (its experiment is started over) leaves no row:
+    neither its compacted epochs, nor its one-row files, nor its summary; others keep theirs."""
+    writer = ResultsWriter(tmp_path)
+    run_trial(writer, "search", "aaaaa_00000", 3)
+    writer.compact_trial("search", "aaaaa_00000")
+    run_trial(writer, "search", "aaaaa_00001", 2, status="running")  # one-row files only
+    run_trial(writer, "search", "bbbbb_00000", 2)
+    assert writer.discard_trial("search", "aaaaa_00000") and writer.discard_trial("search", "aaaaa_00001")
+    assert not writer.discard_trial("search", "aaaaa_00000")  # nothing left to delete
+    assert not writer.discard_trial("distill", "bbbbb_00000")  # same id, other stage: not its rows
+    epochs, trials = load(tmp_path)
+    assert sorted(epochs.trial_id.unique()) == ["bbbbb_00000"] and sorted(epochs.epoch) == [1, 2]
+    assert trials.trial_id.tolist() == ["bbbbb_00000"]

@@ -157,15 +157,34 @@ def restore_missing_rows(sweep_dir: str | Path, grid: Any) -> int:
         log_file = Path(result.path) / "result.json" if result.path else None
         if log_file is None or not log_file.exists():
             continue
-        entries = []
-        for line in log_file.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of a killed trial
-        for unit_entries in _member_logs(entries):
+        for unit_entries in _member_logs(_read_log(log_file)):
             restored += _restore_rows(writer, unit_entries, result.error)
     return restored
+
+
+def discard_unrecorded_trials(sweep_dir: str | Path, experiment_dir: str | Path) -> int:
+    """Delete the result rows of every trial in the folder of an experiment that Tune cannot
+    resume (its driver was killed before Tune's first snapshot of it: Tune knows none of its
+    trials, so they run again under new ids); returns how many trials had rows."""
+    writer = ResultsWriter(sweep_dir)
+    discarded = 0
+    for log_file in sorted(Path(experiment_dir).glob("*/result.json")):
+        for unit_entries in _member_logs(_read_log(log_file)):
+            keys = {(trial_identity(e["config"], e)["stage"], e["trial_id"]) for e in unit_entries
+                    if isinstance(e, dict) and "config" in e and "trial_id" in e}
+            discarded += sum(writer.discard_trial(stage, trial_id) for stage, trial_id in keys)
+    return discarded
+
+
+def _read_log(log_file: Path) -> list[dict]:
+    """A trial's Tune result log (one JSON object per line)."""
+    entries = []
+    for line in log_file.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line of a killed trial
+    return entries
 
 
 def _restore_rows(writer: ResultsWriter, entries: list[dict], error: Any) -> int:
