@@ -64,6 +64,7 @@ class Timeline(tune.Callback):
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.busy = 0.0
+        self.node_spans: dict[str, list[float]] = {}  # node -> [first trial start, last trial end]
 
     def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment; a lock does not pickle
         return {k: v for k, v in self.__dict__.items() if k != "lock"}
@@ -72,18 +73,56 @@ class Timeline(tune.Callback):
         self.__dict__.update(state, lock=threading.Lock())
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        now = time.time()
         with self.lock:
-            self.starts.append(time.time())
+            self.starts.append(now)
+            span = self.node_spans.setdefault(_node(trial), [now, now])
+            span[0] = min(span[0], now)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         with self.lock:
             self.busy += float(result.get("seconds") or 0.0)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        now = time.time()
         with self.lock:
-            self.ends.append(time.time())
+            self.ends.append(now)
+            span = self.node_spans.setdefault(_node(trial), [now, now])
+            span[1] = max(span[1], now)
 
     on_trial_error = on_trial_complete
+
+
+def _node(trial: Any) -> str:
+    from benchmarks.sleep_trainable import node_of
+    from dfa_ray.tune.configs import flat_config
+
+    return node_of(flat_config(trial.config))
+
+
+def critical_chain(plan: Any, spans: dict[str, list[float]], t0: float, scale: float, gpus: int) -> list[dict]:
+    """The chain of nodes that ended last, from its first node: when each started and ended in
+    the run and in the plan's list schedule (seconds from the first trial start), i.e. where
+    the run fell behind its plan."""
+    from dfa_ray.plan import simulate
+
+    nodes = {n.id: n for n in plan.nodes}
+    schedule = simulate([n.sim_node() for n in plan.nodes], gpus)
+    planned_start: dict[str, float] = {}
+    for t in schedule.trials:
+        planned_start[t.node] = min(planned_start.get(t.node, t.start), t.start)
+    ran = [n for n in spans if n in nodes]
+    if not ran:
+        return []
+    chain = [max(ran, key=lambda n: spans[n][1])]
+    while True:  # back through the dependency that ended last
+        deps = [d for d in nodes[chain[-1]].depends_on if d in spans]
+        if not deps:
+            break
+        chain.append(max(deps, key=lambda d: spans[d][1]))
+    return [{"node": n, "start_s": round(spans[n][0] - t0, 1), "end_s": round(spans[n][1] - t0, 1),
+             "planned_start_s": round(planned_start.get(n, 0.0) * scale, 1),
+             "planned_end_s": round(schedule.node_end.get(n, 0.0) * scale, 1)} for n in reversed(chain)]
 
 
 def study_spec(gpus: int, storage: Path, order: str, group_size: str, teachers: str) -> Any:
@@ -183,17 +222,26 @@ def run_order(order: str, gpus: int, storage: Path, args: argparse.Namespace) ->
     if outcome.failed or outcome.skipped:
         raise RuntimeError(f"{order} on {gpus} GPUs: failed {outcome.failed}, skipped {outcome.skipped}")
     makespan = max(timeline.ends) - min(timeline.starts)
+    t0 = min(timeline.starts)
+    # when the last of the first N trials started: how long it took to fill the cluster once
+    filled = sorted(timeline.starts)[min(gpus, len(timeline.starts)) - 1] - t0
+    chain = critical_chain(plan, timeline.node_spans, t0, scale, gpus) if order == "graph" else []
     utilisation = timeline.busy / (gpus * makespan)
     row = {"order": order, "gpus": gpus, "group_size": spec.distill.group_size, "trials": len(timeline.ends), "makespan_s": round(makespan, 1),
            "lower_bound_s": round(bound_s, 1), "device_bound_s": round(bound.device_bound * scale, 1),
            "critical_path_s": round(bound.critical_path * scale, 1), "ratio": round(makespan / bound_s, 3),
            "best_utilisation": round(bound.device_bound / bound.value, 3),
-           "utilisation": round(utilisation, 3), "planned_s": round(planned_s, 1), "wall_s": round(wall, 1)}
+           "utilisation": round(utilisation, 3), "planned_s": round(planned_s, 1), "wall_s": round(wall, 1),
+           "first_fill_s": round(filled, 1), "critical_chain": chain}
     print(f"  {order:8s} {gpus:3d} GPUs, group_size {spec.distill.group_size}: makespan {makespan:7.1f} s, lower bound {bound_s:6.1f} s "
           f"({makespan / bound_s:.2f}x; device-time / N {row['device_bound_s']} s, critical path "
           f"{row['critical_path_s']} s), GPUs busy {100 * utilisation:5.1f} % (at most "
           f"{100 * row['best_utilisation']:.0f} % at the bound), {row['trials']} trials "
-          f"(list-scheduling plan: {planned_s:.1f} s)", flush=True)
+          f"(list-scheduling plan: {planned_s:.1f} s); the first {gpus} trials had started after {filled:.1f} s",
+          flush=True)
+    for step in chain:
+        print(f"    {step['node']:40s} ran {step['start_s']:7.1f} - {step['end_s']:7.1f} s, planned "
+              f"{step['planned_start_s']:7.1f} - {step['planned_end_s']:7.1f} s", flush=True)
     return row
 
 

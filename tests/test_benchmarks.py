@@ -108,3 +108,27 @@ def test_the_shared_teacher_benchmark_runs_both_sides_and_reports_its_ceiling():
     (row,) = run_all.EXTRACTORS["shared_teacher"](report)
     assert row["what"] == "shared teacher, 3 methods resnet8->resnet8, batch 4" and row["met"] == "-"
     assert "shared_teacher" in run_all.BENCHMARKS and run_all.thread_arguments("shared_teacher", 1) == ["--threads", "1"]
+
+
+def test_the_cluster_benchmark_names_the_chain_that_ended_last_with_its_planned_times():
+    """critical_chain walks back from the node that ended last through the dependency that ended
+    last, and sets each node's measured span beside its span in the plan's list schedule."""
+    from types import SimpleNamespace
+
+    from benchmarks.cluster_schedule import critical_chain
+    from dfa_ray.plan import SimNode
+
+    def node(id_, deps, seconds):
+        sim = SimNode(id_, tuple(deps), ((seconds,),), 1.0)
+        return SimpleNamespace(id=id_, depends_on=tuple(deps), sim_node=lambda: sim)
+
+    plan = SimpleNamespace(nodes=[node("search:a", [], 10.0), node("distill:a", [], 4.0),
+                                  node("distill-dfa:a", ["search:a"], 20.0)])
+    t0 = 1000.0
+    spans = {"search:a": [t0 + 1, t0 + 15], "distill:a": [t0, t0 + 40], "distill-dfa:a": [t0 + 18, t0 + 45]}
+    chain = critical_chain(plan, spans, t0, scale=2.0, gpus=2)
+    assert [c["node"] for c in chain] == ["search:a", "distill-dfa:a"]
+    assert chain[0] == {"node": "search:a", "start_s": 1.0, "end_s": 15.0, "planned_start_s": 0.0,
+                        "planned_end_s": 20.0}
+    assert (chain[1]["start_s"], chain[1]["end_s"]) == (18.0, 45.0)
+    assert (chain[1]["planned_start_s"], chain[1]["planned_end_s"]) == (20.0, 60.0)
