@@ -68,6 +68,16 @@ def train_store_teacher(spec_dict: dict[str, Any]) -> Path:
     return folders[spec.pairs[0].teacher]
 
 
+def run_spec(spec_dict: dict[str, Any], **kwargs: Any) -> tuple[Any, list[str]]:
+    """run_sweep of a spec dict in this process: (its outcome, the log lines it wrote)."""
+    from dfa_ray.spec import parse_spec
+    from dfa_ray.sweep import run_sweep
+
+    lines: list[str] = []
+    outcome = run_sweep(parse_spec(spec_dict), log=lines.append, **kwargs)
+    return outcome, lines
+
+
 @contextlib.contextmanager
 def local_ray(prefix: str) -> Iterator[Any]:
     """A local Ray (2 CPUs) in this process for one test module; stopped with its processes."""

@@ -20,7 +20,7 @@ import torch  # noqa: F401  (torch before ray)
 from pandas.testing import assert_frame_equal
 
 from dfa_ray.localray import end_processes_mentioning
-from raytest import local_ray, tiny_spec, train_store_teacher, wait_for, write_spec
+from raytest import local_ray, run_spec as run, tiny_spec, train_store_teacher, wait_for, write_spec
 
 PAIR = "resnet14->resnet8"
 NAN_KD = {"kd": {"w_kl": 1e39}}  # finite for the spec, inf as float32: kd's loss is not finite at once
@@ -154,15 +154,6 @@ def storage(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("group-storage")
     train_store_teacher(tiny_spec("warmup", root))
     return root
-
-
-def run(spec_dict, **kwargs):
-    from dfa_ray.spec import parse_spec
-    from dfa_ray.sweep import run_sweep
-
-    lines: list[str] = []
-    outcome = run_sweep(parse_spec(spec_dict), log=lines.append, **kwargs)
-    return outcome, lines
 
 
 NUMBERS = ["train_loss", "train_acc", "val_acc", "val_loss", "lr"]

@@ -15,7 +15,7 @@ import pytest
 import torch  # noqa: F401  (torch before ray)
 
 from dfa_ray.localray import end_processes_mentioning
-from raytest import (assert_loopback_only, local_ray, tiny_spec, train_store_teacher,
+from raytest import (assert_loopback_only, local_ray, run_spec as run, tiny_spec, train_store_teacher,
                      wait_for, write_spec)
 
 pytestmark = pytest.mark.ray
@@ -33,15 +33,6 @@ def storage(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("storage")
     train_store_teacher(tiny_spec("warmup", root))
     return root
-
-
-def run(spec_dict, **kwargs):
-    from dfa_ray.spec import parse_spec
-    from dfa_ray.sweep import run_sweep
-
-    lines: list[str] = []
-    outcome = run_sweep(parse_spec(spec_dict), log=lines.append, **kwargs)
-    return outcome, lines
 
 
 def test_every_address_ray_uses_is_loopback(ray_cluster):
