@@ -100,14 +100,11 @@ def _node(trial: Any) -> str:
     return node_of(flat_config(trial.config))
 
 
-def critical_chain(plan: Any, spans: dict[str, list[float]], t0: float, scale: float, gpus: int) -> list[dict]:
+def critical_chain(plan: Any, schedule: Any, spans: dict[str, list[float]], t0: float, scale: float) -> list[dict]:
     """The chain of nodes that ended last, from its first node: when each started and ended in
-    the run and in the plan's list schedule (seconds from the first trial start), i.e. where
+    the run and in the plan's list `schedule` (seconds from the first trial start), i.e. where
     the run fell behind its plan."""
-    from dfa_ray.plan import simulate
-
     nodes = {n.id: n for n in plan.nodes}
-    schedule = simulate([n.sim_node() for n in plan.nodes], gpus)
     planned_start: dict[str, float] = {}
     for t in schedule.trials:
         planned_start[t.node] = min(planned_start.get(t.node, t.start), t.start)
@@ -144,10 +141,10 @@ def study_spec(gpus: int, storage: Path, order: str, group_size: str, teachers: 
 
 
 def costs_and_bound(spec: Any, gpus: int, teachers: str,
-                    target_s: float) -> tuple[dict, dict, Any, Any, float, float]:
+                    target_s: float) -> tuple[dict, dict, Any, Any, float, Any]:
     """(seconds per epoch of every node and seconds of every distillation trial at the chosen
-    scale, the plan, the lower bound, the scale, the planned makespan); teachers in the store
-    cost nothing."""
+    scale, the plan, the lower bound, the scale, the plan's list schedule in unscaled
+    seconds); teachers in the store cost nothing."""
     from dfa_ray.cost_model import CostModel
     from dfa_ray.plan import build_plan, lower_bound, simulate
 
@@ -167,9 +164,8 @@ def costs_and_bound(spec: Any, gpus: int, teachers: str,
         nodes.append(n.sim_node())
     bound = lower_bound(nodes, gpus)
     scale = target_s / bound.value
-    planned = simulate(nodes, gpus).makespan * scale
     return ({k: v * scale for k, v in per_epoch.items()}, {k: v * scale for k, v in per_trial.items()}, plan, bound,
-            scale, planned)
+            scale, simulate(nodes, gpus))
 
 
 def store_teachers(spec: Any, data: Any) -> None:
@@ -195,7 +191,8 @@ def run_order(order: str, gpus: int, storage: Path, args: argparse.Namespace) ->
     from dfa_ray.sweep import Trainables, run_sweep
 
     spec = study_spec(gpus, storage, order, args.group_size, args.teachers)
-    epoch_s, trial_s, plan, bound, scale, planned_s = costs_and_bound(spec, gpus, args.teachers, args.target_s)
+    epoch_s, trial_s, plan, bound, scale, schedule = costs_and_bound(spec, gpus, args.teachers, args.target_s)
+    planned_s = schedule.makespan * scale
     bound_s = bound.value * scale
     # the workers read the file named in their environment (set before Ray started) at setup
     Path(os.environ[COSTS_ENV]).write_text(json.dumps({"chunk": args.chunk, "epoch_seconds": epoch_s,
@@ -225,7 +222,7 @@ def run_order(order: str, gpus: int, storage: Path, args: argparse.Namespace) ->
     t0 = min(timeline.starts)
     # when the last of the first N trials started: how long it took to fill the cluster once
     filled = sorted(timeline.starts)[min(gpus, len(timeline.starts)) - 1] - t0
-    chain = critical_chain(plan, timeline.node_spans, t0, scale, gpus) if order == "graph" else []
+    chain = critical_chain(plan, schedule, timeline.node_spans, t0, scale) if order == "graph" else []
     utilisation = timeline.busy / (gpus * makespan)
     row = {"order": order, "gpus": gpus, "group_size": spec.distill.group_size, "trials": len(timeline.ends), "makespan_s": round(makespan, 1),
            "lower_bound_s": round(bound_s, 1), "device_bound_s": round(bound.device_bound * scale, 1),

@@ -448,6 +448,16 @@ class ResultsWriter:
         path = self.trial_path(clean["stage"], clean["trial_id"])
         return _write_table(self._row_table(clean, TRIAL_SCHEMA, self.trials_dir), path)
 
+    def discard_trial(self, stage: str, trial_id: str) -> bool:
+        """Delete every row of a trial (its epochs and its summary), for a trial that will be
+        run again under another id; returns whether there was any."""
+        paths = [self.trial_epochs_path(stage, trial_id), *self._loose_epoch_files(stage, trial_id),
+                 self.trial_path(stage, trial_id)]
+        found = [p for p in paths if p.exists()]
+        for path in found:
+            path.unlink(missing_ok=True)
+        return bool(found)
+
     def _row_table(self, clean: dict[str, Any], base: pa.Schema, folder: Path) -> pa.Table:
         options = {k: v for k, v in clean.items() if k.startswith(OPTION_PREFIX)}
         types = self._register(folder, base, {column: _option_type(v) for column, v in options.items()})
@@ -482,16 +492,6 @@ class ResultsWriter:
         return {name: merged[name] for name in out}
 
     # -- compaction --------------------------------------------------------------------------
-    def discard_trial(self, stage: str, trial_id: str) -> bool:
-        """Delete every row of a trial (its epochs and its summary), for a trial that will be
-        run again under another id; returns whether there was any."""
-        paths = [self.trial_epochs_path(stage, trial_id), *self._loose_epoch_files(stage, trial_id),
-                 self.trial_path(stage, trial_id)]
-        found = [p for p in paths if p.exists()]
-        for path in found:
-            path.unlink(missing_ok=True)
-        return bool(found)
-
     def trial_epochs(self, stage: str, trial_id: str) -> set[int]:
         """The epochs of a trial that some readable file holds (unreadable files count as absent)."""
         found: set[int] = set()

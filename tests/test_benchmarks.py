@@ -116,7 +116,7 @@ def test_the_cluster_benchmark_names_the_chain_that_ended_last_with_its_planned_
     from types import SimpleNamespace
 
     from benchmarks.cluster_schedule import critical_chain
-    from dfa_ray.plan import SimNode
+    from dfa_ray.plan import SimNode, simulate
 
     def node(id_, deps, seconds):
         sim = SimNode(id_, tuple(deps), ((seconds,),), 1.0)
@@ -126,7 +126,8 @@ def test_the_cluster_benchmark_names_the_chain_that_ended_last_with_its_planned_
                                   node("distill-dfa:a", ["search:a"], 20.0)])
     t0 = 1000.0
     spans = {"search:a": [t0 + 1, t0 + 15], "distill:a": [t0, t0 + 40], "distill-dfa:a": [t0 + 18, t0 + 45]}
-    chain = critical_chain(plan, spans, t0, scale=2.0, gpus=2)
+    schedule = simulate([n.sim_node() for n in plan.nodes], 2)
+    chain = critical_chain(plan, schedule, spans, t0, scale=2.0)
     assert [c["node"] for c in chain] == ["search:a", "distill-dfa:a"]
     assert chain[0] == {"node": "search:a", "start_s": 1.0, "end_s": 15.0, "planned_start_s": 0.0,
                         "planned_end_s": 20.0}

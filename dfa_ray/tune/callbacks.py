@@ -170,9 +170,10 @@ def discard_unrecorded_trials(sweep_dir: str | Path, experiment_dir: str | Path)
     discarded = 0
     for log_file in sorted(Path(experiment_dir).glob("*/result.json")):
         for unit_entries in _member_logs(_read_log(log_file)):
-            keys = {(trial_identity(e["config"], e)["stage"], e["trial_id"]) for e in unit_entries
-                    if isinstance(e, dict) and "config" in e and "trial_id" in e}
-            discarded += sum(writer.discard_trial(stage, trial_id) for stage, trial_id in keys)
+            # every entry of one trial's (or member's) log names the same trial and stage
+            first = next((e for e in unit_entries if isinstance(e, dict) and "config" in e and "trial_id" in e), None)
+            if first is not None:
+                discarded += writer.discard_trial(effective_config(first["config"])["stage"], first["trial_id"])
     return discarded
 
 
