@@ -252,6 +252,39 @@ def test_the_results_callback_compacts_a_trial_when_it_ends(tmp_path):
     assert (trials["opt.lam"] == 10.0).all()
 
 
+def test_a_running_summary_is_written_at_the_first_result_then_at_most_every_interval(tmp_path, monkeypatch):
+    """Every epoch row is written; the running summary at the first result, then only once
+    RUNNING_SUMMARY_INTERVAL_S has passed; the final summary whenever the trial ends."""
+    from dfa_ray.tune import callbacks as cb
+
+    now = [1000.0]
+    monkeypatch.setattr(cb.time, "monotonic", lambda: now[0])
+    callback = cb.ResultsCallback(tmp_path)
+    config = {"stage": "search", "sweep": "s", "dataset": "digits", "seed": 0, "teacher": "resnet20",
+              "student": "resnet8", "epochs": 5, "options": {"lam": 10.0}}
+    trial = SimpleNamespace(trial_id="s_0", config=config, checkpoint=None, error_file=None)
+    callback.on_trial_start(0, [], trial)
+
+    def summary() -> tuple[str, int]:
+        row = pq.read_table(callback.writer.trial_path("search", "s_0")).to_pylist()[0]
+        return row["status"], row["epochs_run"]
+
+    steps = {1: 0.0, 2: 1.0, 3: cb.RUNNING_SUMMARY_INTERVAL_S - 0.5, 4: cb.RUNNING_SUMMARY_INTERVAL_S + 0.1}
+    seen = []
+    for epoch, at in steps.items():
+        now[0] = 1000.0 + at
+        callback.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": 10.0 * epoch})
+        seen.append(summary())
+    assert seen == [("running", 1), ("running", 1), ("running", 1), ("running", 4)]
+    assert len(files(callback.writer.epochs_dir / "search" / "running")) == 4  # every epoch has its row
+    now[0] += 1.0
+    callback.on_trial_result(0, [], trial, {"epoch": 5, "val_acc": 50.0})
+    assert summary() == ("running", 4)
+    callback.on_trial_complete(0, [], trial)
+    assert summary() == ("completed", 5)
+    assert load(tmp_path)[0].epoch.tolist() == [1, 2, 3, 4, 5]
+
+
 # --- one atomic-write helper -------------------------------------------------------------------------
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     path = tmp_path / "sub" / "x.json"

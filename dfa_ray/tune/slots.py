@@ -9,8 +9,8 @@ a limit (`resources.max_concurrent`, and the trials the cluster holds at once, r
 the sweep runs), and hands a free slot to the experiment of the highest *priority* that wants
 one: the driver gives each experiment its node's bottom level in the graph (the longest chain
 of estimated work from the node to the end of the study, dfa_ray.plan), so a pair's search,
-which heads the chain to its dfa distillations, starts before the baselines that wait for
-nothing (list scheduling by critical path, which `dfa-ray plan` simulates). An experiment
+which heads the chain to its dfa distillations, starts before the baselines whose chains are
+shorter (list scheduling by critical path, which `dfa-ray plan` simulates). An experiment
 *wants* a slot from when the driver opens it until it has asked and been served, and again
 whenever it asks and finds none free; a want is forgotten `WANT_TTL_S` after its last ask
 (an experiment that stopped asking needs nothing).
