@@ -212,7 +212,9 @@ def run_order(order: str, gpus: int, storage: Path, args: argparse.Namespace) ->
 
     threading.Thread(target=progress, daemon=True).start()
     try:
-        outcome = run_sweep(run, log=lambda _line: None, callbacks=[timeline], trainables=double, order=order)
+        # the sweep's own lines are left out (hundreds), but not a node's failure and its traceback
+        outcome = run_sweep(run, log=lambda line: print(line, flush=True) if line.startswith("[graph]") else None,
+                            callbacks=[timeline], trainables=double, order=order)
     finally:
         stop.set()
     wall = time.time() - start

@@ -38,11 +38,6 @@ import shutil
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # ... which makes Tune warn that snapshots are frequent: that is the point here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-# Tune's legacy console output, which at `verbose=0` (the sweep prints its own progress) costs
-# nothing: the newer one still prints a table per experiment and, at every step of every
-# experiment's loop, formats the cluster's resources for a heartbeat it then does not print
-# (a fifth of a busy driver's time with 26 experiments at once, measured). Read at each fit.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import json  # noqa: E402
 import threading  # noqa: E402
