@@ -3,6 +3,7 @@ transforms, the classic CIFAR loop) and the description of the machine a figure 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -53,6 +54,33 @@ def apply_threads(threads: int, device: torch.device) -> int:
     return threads
 
 
+def add_step_arguments(parser: argparse.ArgumentParser, rounds: int, cuda_batches: int, record: bool = True,
+                       threads_help: str = "") -> None:
+    """The arguments every per-step benchmark takes: batch size, batches per round, rounds,
+    torch threads, device and (where it records) `--no-record`."""
+    parser.add_argument("--batch-size", type=int, default=64, help="the CRD protocol's batch size")
+    parser.add_argument("--batches", type=int, default=0,
+                        help=f"batches per round (0: 1 on the CPU, {cuda_batches} on CUDA)")
+    parser.add_argument("--rounds", type=int, default=rounds, help="timed rounds after one warm-up round")
+    parser.add_argument("--threads", type=int, default=-1,
+                        help=threads_help or "torch threads (default: 1 on the CPU, as a 1-CPU Ray trial runs; "
+                                             "0: torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    if record:
+        parser.add_argument("--no-record", action="store_true",
+                            help="print the report only (a trial run) instead of merging it into benchmarks/results/")
+
+
+def resolve_step_arguments(args: argparse.Namespace, cuda_batches: int) -> torch.device:
+    """Applies the thread rule and the default batch count to parsed step arguments; returns
+    the device. A GPU step is short, so it wants more batches per round than the CPU."""
+    device = torch.device(args.device)
+    args.threads = apply_threads(args.threads, device)
+    if args.batches <= 0:
+        args.batches = cuda_batches if device.type == "cuda" else 1
+    return device
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -95,8 +123,9 @@ def record(report: dict, device: torch.device) -> Path:
     return path
 
 
-def emit(report: dict, device: torch.device) -> None:
+def emit(report: dict, device: torch.device, no_record: bool = False) -> None:
     """A benchmark's last words: its report as one JSON line (what `run_all` reads) and where
-    it was recorded."""
+    it was recorded; with `no_record` (a trial run) the line only."""
     print(json.dumps(report))
-    print(f"recorded in {record(report, device)}")
+    if not no_record:
+        print(f"recorded in {record(report, device)}")

@@ -33,7 +33,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import REFERENCE_WORKERS, apply_threads, emit, machine, reference_loader, sync
+from benchmarks.common import (REFERENCE_WORKERS, add_step_arguments, emit, machine, reference_loader,
+                               resolve_step_arguments, sync)
 from dfa_ray.data import Dataset, load_dataset
 from dfa_ray.dfa.genotype import reference_genotype
 from dfa_ray.dfa.pairing import pair_groups
@@ -222,25 +223,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=[f"{t}->{s}" for t, s in PAIRS])
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
-    parser.add_argument("--batch-size", type=int, default=64, help="the CRD protocol's batch size")
-    parser.add_argument("--batches", type=int, default=0,
-                        help="batches per side and round (0: 1 on the CPU, 50 on CUDA)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side after one warm-up round")
-    parser.add_argument("--threads", type=int, default=-1,
-                        help="torch threads for both sides (default: 1 on the CPU, as a 1-CPU Ray trial runs and "
-                             "robust on a shared machine; 0: torch's default)")
+    add_step_arguments(parser, rounds=5, cuda_batches=50, record=False,
+                       threads_help="torch threads for both sides (default: 1 on the CPU, as a 1-CPU Ray trial runs "
+                                    "and robust on a shared machine; 0: torch's default)")
     for switch in ("channels_last", "bf16"):
         parser.add_argument(f"--{switch.replace('_', '-')}", choices=("auto", "on", "off"), default="auto",
                             help=f"the engine's FastPath.{switch} (auto: what the device resolves it to)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--search", action="store_true", help="also time the DFA search step (ours only)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    args.threads = apply_threads(args.threads, device)
+    device = resolve_step_arguments(args, cuda_batches=50)
     switch = {"auto": None, "on": True, "off": False}
     args.fast = FastPath(channels_last=switch[args.channels_last], bf16=switch[args.bf16])
-    if args.batches <= 0:
-        args.batches = 50 if device.type == "cuda" else 1
     start = time.perf_counter()
     info = machine(device)
     print(f"machine: {info}")

@@ -19,13 +19,12 @@ method alike; round 0 warms up and is dropped; the median of the rounds is repor
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from benchmarks.common import apply_threads, emit, machine
+from benchmarks.common import add_step_arguments, emit, machine, resolve_step_arguments
 from dfa_ray.data import load_dataset
 from dfa_ray.engine.distill import build_distill_run
 from dfa_ray.engine.recipes import get_recipe
@@ -94,20 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=["resnet32x4->resnet8x4"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--batch-size", type=int, default=64, help="the CRD protocol's batch size")
-    parser.add_argument("--batches", type=int, default=0, help="batches per step (0: 1 on the CPU, 20 on CUDA)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
-    parser.add_argument("--threads", type=int, default=-1,
-                        help="torch threads (default: 1 on the CPU, as a 1-CPU Ray trial runs; 0: torch's default)")
+    add_step_arguments(parser, rounds=3, cuda_batches=20)
     parser.add_argument("--nce-k", type=int, default=16384, help="CRD's negatives per sample (the paper's 16384)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-record", action="store_true",
-                        help="print the report only (a trial run) instead of merging it into benchmarks/results/")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    args.threads = apply_threads(args.threads, device)
-    if args.batches <= 0:
-        args.batches = 20 if device.type == "cuda" else 1
+    device = resolve_step_arguments(args, cuda_batches=20)
     start = time.perf_counter()
     info = machine(device)
     print(f"machine: {info}")
@@ -124,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"benchmark": "method_costs", "machine": info, "device": str(device), "rounds": args.rounds,
               "batches_per_round": args.batches, "nce_k": args.nce_k, "results": results,
               "wall_s": round(time.perf_counter() - start, 1)}
-    if args.no_record:
-        print(json.dumps(report))
-    else:
-        emit(report, device)
+    emit(report, device, args.no_record)
     return report
 
 

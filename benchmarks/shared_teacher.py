@@ -27,13 +27,12 @@ stretch a round's wall time several-fold), so the target is judged on it there
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from benchmarks.common import apply_threads, emit, machine, sync
+from benchmarks.common import add_step_arguments, emit, machine, resolve_step_arguments, sync
 from dfa_ray.data import load_dataset
 from dfa_ray.engine.distill import build_distill_run
 from dfa_ray.engine.group import GroupMember, build_group_run
@@ -161,19 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--batch-size", type=int, default=64, help="the CRD protocol's batch size")
-    parser.add_argument("--batches", type=int, default=0, help="batches per round (0: 1 on the CPU, 20 on CUDA)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
-    parser.add_argument("--threads", type=int, default=-1,
-                        help="torch threads (default: 1 on the CPU, as a 1-CPU Ray trial runs; 0: torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-record", action="store_true",
-                        help="print the report only (a trial run) instead of merging it into benchmarks/results/")
+    add_step_arguments(parser, rounds=3, cuda_batches=20)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    args.threads = apply_threads(args.threads, device)
-    if args.batches <= 0:
-        args.batches = 20 if device.type == "cuda" else 1
+    device = resolve_step_arguments(args, cuda_batches=20)
     start = time.perf_counter()
     info = machine(device)
     print(f"machine: {info}")
@@ -192,10 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"ceiling with these costs {x['measured_ceiling']:.2f}x", flush=True)
     report = {"benchmark": "shared_teacher", "machine": info, "device": str(device), "rounds": args.rounds,
               "batches_per_round": args.batches, "results": results, "wall_s": round(time.perf_counter() - start, 1)}
-    if args.no_record:
-        print(json.dumps(report))
-    else:
-        emit(report, device)
+    emit(report, device, args.no_record)
     return report
 
 

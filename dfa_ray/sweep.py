@@ -38,6 +38,15 @@ import shutil
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # ... which makes Tune warn that snapshots are frequent: that is the point here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's "insufficient resources" check is off: under the sweep's slot gate an experiment
+# often has no running trial, or no trial at all yet, for as long as other experiments hold
+# the slots (minutes to hours). Tune reads 60 s of that as "the cluster is too small", and on
+# an experiment with no trial yet its check indexes an empty list (Ray 2.60: IndexError in
+# insufficient_resources_manager.py), which ends the experiment. The sweep says itself when a
+# trial fits no node (`trial_fits_no_node`).
+NEVER_S = "1e12"
+os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", NEVER_S)
+os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER", NEVER_S)
 
 import json  # noqa: E402
 import threading  # noqa: E402
@@ -55,7 +64,7 @@ from dfa_ray.errors import ConfigError  # noqa: E402
 from dfa_ray.graph import GraphOutcome, Node, NodeFailed, run_graph  # noqa: E402
 from dfa_ray.names import safe_name  # noqa: E402
 from dfa_ray.plan import node_priorities  # noqa: E402
-from dfa_ray.spec import PairSpec, SweepSpec  # noqa: E402
+from dfa_ray.spec import PairSpec, ResourcesSpec, SweepSpec  # noqa: E402
 from dfa_ray.sweep_trials import (  # noqa: E402,F401  (re-exported: the sweep's public helpers)
     common_config,
     distill_trials,
@@ -177,6 +186,21 @@ def resources(spec: SweepSpec) -> dict[str, float]:
     if spec.resources.gpu:
         out["gpu"] = float(spec.resources.gpu)
     return out
+
+
+def trial_fits_no_node(resources: ResourcesSpec, nodes: list[dict[str, Any]]) -> str | None:
+    """Why no live node of the cluster (`ray.nodes()`) can hold one trial now, or None when
+    one can: a trial's CPUs and GPUs go to one node. The sweep warns and waits (an autoscaler
+    may add a node), as Tune would, but once, and with the spec's field to change."""
+    need = {"CPU": float(resources.cpu), "GPU": float(resources.gpu)}
+    live = [node.get("Resources", {}) for node in nodes if node.get("Alive", True)]
+    if any(all(have.get(key, 0.0) + 1e-9 >= amount for key, amount in need.items()) for have in live):
+        return None
+    largest = max(live, key=lambda have: (have.get("GPU", 0.0), have.get("CPU", 0.0)), default={})
+    return (f"a trial asks for {need['CPU']:g} CPU(s) and {need['GPU']:g} GPU(s) (resources.cpu, resources.gpu) "
+            f"but the largest of the cluster's {len(live)} node(s) has {largest.get('CPU', 0.0):g} CPU(s) and "
+            f"{largest.get('GPU', 0.0):g} GPU(s); the trials wait for a node that fits (an autoscaler's), "
+            "else stop the sweep and lower resources.cpu / resources.gpu")
 
 
 def slot_limit(spec: SweepSpec) -> int:
@@ -526,6 +550,11 @@ def run_sweep(spec: SweepSpec, address: str | None = None, log: Logger = print_l
     log(f"[sweep] {spec.name}: {len(spec.pairs)} pair(s) on {data.info.name}, storage {spec.storage}")
     if order not in ("graph", "barriers"):
         raise ValueError(f"order must be 'graph' or 'barriers', not {order!r}")
+    import ray
+
+    too_big = trial_fits_no_node(spec.resources, ray.nodes())
+    if too_big is not None:
+        log(f"[sweep] warning: {too_big}")
     graph = SweepGraph(spec, data, trainables or Trainables.default(), log, callbacks, outcome, transferred, order)
     pool = open_pool(pool_name(spec), slot_limit(spec))
     finished = threading.Event()

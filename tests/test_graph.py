@@ -196,3 +196,51 @@ def test_the_barrier_order_chains_the_searches_and_holds_every_distillation_back
     assert deps["search:p2"] == {"teacher:a", "teacher:b", "search:p1"}
     assert deps["distill:p1"] == deps["distill-dfa:p2"] == {"teacher:a", "teacher:b", "search:p1", "search:p2"}
     check_graph(barrier_order(nodes))
+
+
+def test_an_experiment_waiting_for_a_slot_is_not_ended_by_tunes_insufficient_resources_check(monkeypatch):
+    """Under the slot gate an experiment can hold no trial at all for as long as others hold
+    the slots. Tune's check of "no trial ran for 60 s" then indexes its empty trial list (Ray
+    2.60) and ends the experiment: a 64-GPU benchmark lost nine nodes to it. The sweep turns
+    the check off; here Tune's own check runs on an empty experiment for a simulated hour."""
+    import ray.tune.execution.insufficient_resources_manager as irm
+
+    import dfa_ray.sweep  # noqa: F401  (sets the threshold before Tune reads it)
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(irm.time, "monotonic", lambda: clock["now"])
+
+    def an_hour_without_trials() -> None:
+        irm._get_insufficient_resources_warning_threshold.cache_clear()
+        manager = irm._InsufficientResourcesManager()
+        for _ in range(61):
+            manager.on_no_available_trials([])
+            clock["now"] += 60.0
+
+    try:
+        an_hour_without_trials()  # the sweep's setting: nothing happens
+        assert irm._get_insufficient_resources_warning_threshold() >= 1e9
+        monkeypatch.setenv("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "60")  # Tune's default
+        with pytest.raises(IndexError):
+            an_hour_without_trials()
+    finally:
+        monkeypatch.undo()
+        irm._get_insufficient_resources_warning_threshold.cache_clear()
+
+
+def test_a_trial_that_fits_no_node_is_named_with_the_fields_to_change():
+    from dfa_ray.spec import ResourcesSpec
+    from dfa_ray.sweep import trial_fits_no_node
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},  # gone: does not count
+             {"Alive": True, "Resources": {"CPU": 2.0}}]
+    assert trial_fits_no_node(ResourcesSpec(cpu=4.0, gpu=1.0), nodes) is None
+    assert trial_fits_no_node(ResourcesSpec(cpu=2.0), nodes) is None
+    # 2 GPUs exist in total, but a trial's GPUs go to one node
+    nodes.append({"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}})
+    message = trial_fits_no_node(ResourcesSpec(cpu=1.0, gpu=2.0), nodes)
+    assert message is not None and "1 CPU(s) and 2 GPU(s)" in message
+    assert "largest of the cluster's 3 node(s) has 8 CPU(s) and 1 GPU(s)" in message
+    assert "resources.cpu / resources.gpu" in message
+    assert "fits" in trial_fits_no_node(ResourcesSpec(cpu=16.0), nodes)
